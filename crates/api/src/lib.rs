@@ -1,0 +1,4 @@
+//! Wire types of sandpool's API: request and response bodies (serde), validation of names,
+//! identifiers and bodies, and the error type that renders as Azure's error body.
+//!
+//! This crate does no I/O; the server and the client both build on it.

@@ -1,0 +1,1 @@
+//! A typed async HTTP client of the sandpool API, used by the `sandpool` CLI and the benchmarks.

@@ -1,0 +1,49 @@
+# Shared steps of sandpool's scripts (sourced, not run).
+
+ensure_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "sandpool: run this as root (sandboxes need namespaces, cgroups and mounts)" >&2
+    exit 1
+  fi
+}
+
+# Debian packages the service and its tests use. Installed only when something is missing, so a
+# machine that has them does not need the package index.
+APT_PACKAGES=(ca-certificates gcc pkg-config iproute2 nftables postgresql python3 python3-pip)
+install_packages() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "sandpool: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "sandpool: installing Debian's cargo" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq cargo >/dev/null
+  fi
+}
+
+# A PostgreSQL cluster of its own in a temp dir, on a free port, owned by the postgres user.
+start_test_postgres() {
+  local bindir
+  bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  PG_DIR=$(mktemp -d /tmp/sandpool-pg.XXXXXX)
+  chown postgres:postgres "$PG_DIR"
+  PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  su postgres -s /bin/sh -c "$bindir/initdb -D '$PG_DIR/data' -A trust -U postgres >/dev/null"
+  su postgres -s /bin/sh -c "$bindir/pg_ctl -D '$PG_DIR/data' -l '$PG_DIR/log' -w \
+      -o \"-p $PG_PORT -k '$PG_DIR' -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off\" start >/dev/null"
+  export SANDPOOL_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+  trap 'su postgres -s /bin/sh -c "'"$bindir"'/pg_ctl -D '"'$PG_DIR/data'"' -m immediate stop" >/dev/null 2>&1; rm -rf "'"$PG_DIR"'"' EXIT
+}
