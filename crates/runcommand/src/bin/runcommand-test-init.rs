@@ -1,0 +1,3 @@
+fn main() {
+    sandpool_sandbox::init_main()
+}
