@@ -1,0 +1,376 @@
+//! Executions: a command run in a session's sandbox, recorded in the store from start to end.
+//!
+//! The run happens in a spawned task so that its record is completed even when the caller (an
+//! HTTP request, possibly asynchronous) goes away; the caller gets a handle that streams the
+//! output and the final record.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::manager::{now, Inner, SessionEntry};
+use crate::sb;
+use crate::{ExecutionRecord, ExecutionStatus, PoolError, PoolManager, Session};
+
+/// Grace beyond an execution's own timeout before the host gives up on the sandbox reporting
+/// the end (the sandbox kills the command at the timeout itself).
+const REPORT_GRACE: Duration = Duration::from_secs(30);
+
+/// Longest accepted execution id (the `operation-id` header).
+const MAX_ID_LEN: usize = 128;
+
+/// A command to run in a session.
+#[derive(Debug, Clone, Default)]
+pub struct ExecuteRequest {
+    /// The execution id (e.g. from an `operation-id` header); a UUID when `None`.
+    pub id: Option<String>,
+    /// Run as `/bin/sh -c COMMAND`.
+    pub command: String,
+    /// Default from [`crate::ManagerConfig::default_timeout`] (60 s), at most `max_timeout` (1 h).
+    pub timeout: Option<Duration>,
+    /// Per stream; default [`crate::ManagerConfig::default_output_limit`] (1 MiB).
+    pub output_limit: Option<usize>,
+    pub env: Vec<(String, String)>,
+    /// Default [`crate::ManagerConfig::default_cwd`] (`/mnt/data`).
+    pub cwd: Option<String>,
+}
+
+impl ExecuteRequest {
+    pub fn new(command: impl Into<String>) -> Self {
+        ExecuteRequest {
+            command: command.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// What an execution reports while it runs. `Finished` is the last event.
+#[derive(Debug, Clone)]
+pub enum ExecutionEvent {
+    Stdout(Bytes),
+    Stderr(Bytes),
+    Finished(ExecutionRecord),
+}
+
+/// The caller's side of a running execution. Dropping it does not stop the execution.
+#[derive(Debug)]
+pub struct ExecutionHandle {
+    id: String,
+    // Unbounded on purpose: a caller that only awaits the end must never stall the command, and
+    // what can queue is bounded by the output limit.
+    events: mpsc::UnboundedReceiver<ExecutionEvent>,
+}
+
+impl ExecutionHandle {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The next output chunk or the final record; `None` after the final record.
+    pub async fn next(&mut self) -> Option<ExecutionEvent> {
+        self.events.recv().await
+    }
+
+    /// Waits for the end, discarding streamed chunks (the record holds the output).
+    pub async fn wait(mut self) -> Result<ExecutionRecord, PoolError> {
+        while let Some(event) = self.events.recv().await {
+            if let ExecutionEvent::Finished(record) = event {
+                return Ok(record);
+            }
+        }
+        Err(PoolError::Sandbox(
+            "the execution ended without a result".into(),
+        ))
+    }
+}
+
+impl PoolManager {
+    /// Records the execution as `Running`, starts it and returns at once; the record is
+    /// completed when the command ends, whether or not the handle is still held.
+    pub async fn execute(
+        &self,
+        session: &Session,
+        req: ExecuteRequest,
+    ) -> Result<ExecutionHandle, PoolError> {
+        let cfg = &self.inner.config;
+        let id = match req.id {
+            Some(id) => validate_id(id)?,
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        if req.command.trim().is_empty() {
+            return Err(PoolError::InvalidRequest("the command is empty".into()));
+        }
+        if req.command.contains('\0') {
+            return Err(PoolError::InvalidRequest(
+                "the command contains a NUL character".into(),
+            ));
+        }
+        let timeout = req.timeout.unwrap_or(cfg.default_timeout);
+        if timeout.is_zero() || timeout > cfg.max_timeout {
+            return Err(PoolError::InvalidRequest(format!(
+                "the timeout must be between 1 and {} seconds",
+                cfg.max_timeout.as_secs()
+            )));
+        }
+        let output_limit = req.output_limit.unwrap_or(cfg.default_output_limit);
+        if output_limit == 0 || output_limit > cfg.max_output_limit {
+            return Err(PoolError::InvalidRequest(format!(
+                "the output limit must be between 1 and {} bytes",
+                cfg.max_output_limit
+            )));
+        }
+
+        let entry = session.entry.clone();
+        self.inner.begin_use(&entry)?;
+        let in_use = InUse {
+            inner: self.inner.clone(),
+            entry: entry.clone(),
+            ended: false,
+        };
+        let record = ExecutionRecord::running(
+            id.clone(),
+            entry.pool.clone(),
+            entry.identifier.clone(),
+            req.command.clone(),
+            now(),
+        );
+        match self.inner.store.insert_execution(&record).await {
+            Ok(true) => {}
+            Ok(false) => return Err(PoolError::ExecutionExists(id)),
+            Err(e) => return Err(PoolError::store(e)),
+        }
+        let sandbox_req = sb::ExecRequest {
+            command: req.command,
+            env: req.env,
+            cwd: Some(req.cwd.unwrap_or_else(|| cfg.default_cwd.clone())),
+            stdin: None,
+            timeout,
+            output_limit,
+            merge_output: false,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(in_use, record, sandbox_req, tx));
+        Ok(ExecutionHandle { id, events: rx })
+    }
+
+    /// A recorded execution of the session `identifier` of pool `key`.
+    pub async fn execution(
+        &self,
+        key: &crate::PoolKey,
+        identifier: &str,
+        id: &str,
+    ) -> Result<Option<ExecutionRecord>, PoolError> {
+        self.inner
+            .store
+            .get_execution(key, identifier, id)
+            .await
+            .map_err(PoolError::store)
+    }
+}
+
+fn validate_id(id: String) -> Result<String, PoolError> {
+    let ok = !id.is_empty() && id.len() <= MAX_ID_LEN && id.chars().all(|c| c.is_ascii_graphic());
+    if ok {
+        Ok(id)
+    } else {
+        Err(PoolError::InvalidRequest(format!(
+            "an execution id must be 1 to {MAX_ID_LEN} printable ASCII characters without spaces"
+        )))
+    }
+}
+
+/// Keeps the session marked in use until the execution's end is recorded, even if the task
+/// running it dies.
+struct InUse {
+    inner: Arc<Inner>,
+    entry: Arc<SessionEntry>,
+    ended: bool,
+}
+
+impl InUse {
+    async fn end(mut self) {
+        self.ended = true;
+        let persist = self.inner.end_use(&self.entry);
+        self.inner.persist_after_use(persist).await;
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.inner.end_use(&self.entry);
+        }
+    }
+}
+
+/// Output kept for the record, capped like the sandbox caps it (defensively: the record must
+/// stay bounded whatever the sandbox sends).
+struct Capture {
+    buf: Vec<u8>,
+    limit: usize,
+    truncated: bool,
+}
+
+impl Capture {
+    fn new(limit: usize) -> Self {
+        Capture {
+            buf: Vec::new(),
+            limit,
+            truncated: false,
+        }
+    }
+
+    /// Keeps what fits; returns the kept part.
+    fn push(&mut self, chunk: Bytes) -> Bytes {
+        let room = self.limit.saturating_sub(self.buf.len());
+        let kept = if chunk.len() > room {
+            self.truncated = true;
+            chunk.slice(..room)
+        } else {
+            chunk
+        };
+        self.buf.extend_from_slice(&kept);
+        kept
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf).into_owned()
+    }
+}
+
+async fn run(
+    in_use: InUse,
+    mut record: ExecutionRecord,
+    req: sb::ExecRequest,
+    tx: mpsc::UnboundedSender<ExecutionEvent>,
+) {
+    let inner = in_use.inner.clone();
+    let sandbox = in_use.entry.sandbox.clone();
+    let timeout = req.timeout;
+    let mut out = Capture::new(req.output_limit);
+    let mut err = Capture::new(req.output_limit);
+    let t0 = Instant::now();
+
+    let outcome = match sandbox.exec(req).await {
+        Err(e) => Err(format!("could not start the command: {e}")),
+        Ok(mut execution) => {
+            let collect = async {
+                while let Some(event) = execution.next().await {
+                    match event
+                        .map_err(|e| format!("the sandbox failed during the command: {e}"))?
+                    {
+                        sb::ExecEvent::Stdout(b) => {
+                            let kept = out.push(b);
+                            if !kept.is_empty() {
+                                let _ = tx.send(ExecutionEvent::Stdout(kept));
+                            }
+                        }
+                        sb::ExecEvent::Stderr(b) => {
+                            let kept = err.push(b);
+                            if !kept.is_empty() {
+                                let _ = tx.send(ExecutionEvent::Stderr(kept));
+                            }
+                        }
+                        sb::ExecEvent::Exit(outcome) => return Ok(outcome),
+                    }
+                }
+                Err(
+                    "the sandbox ended the execution without a result (was it destroyed?)"
+                        .to_owned(),
+                )
+            };
+            match tokio::time::timeout(timeout + REPORT_GRACE, collect).await {
+                Ok(r) => r,
+                Err(_) => Err("the sandbox did not report the end of the command".to_owned()),
+            }
+        }
+    };
+
+    let duration = match &outcome {
+        Ok(o) if !o.duration.is_zero() => o.duration,
+        _ => t0.elapsed(),
+    };
+    let (status, exit_code, error) = match &outcome {
+        Ok(o) => judge(o, timeout),
+        Err(e) => (ExecutionStatus::Failed, None, Some(e.clone())),
+    };
+    record.status = status;
+    record.exit_code = exit_code;
+    record.error = error;
+    record.stdout = out.text();
+    record.stderr = err.text();
+    let (sb_out_trunc, sb_err_trunc) = outcome
+        .as_ref()
+        .map(|o| (o.stdout_truncated, o.stderr_truncated))
+        .unwrap_or((false, false));
+    record.stdout_truncated = out.truncated || sb_out_trunc;
+    record.stderr_truncated = err.truncated || sb_err_trunc;
+    record.finished_at = Some(now());
+    record.duration_ms = Some(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
+
+    // A store hiccup must not leave the record Running forever: retry once.
+    for attempt in 0..2 {
+        match inner.store.update_execution(&record).await {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(execution = %record.id, attempt, error = %format!("{e:#}"), "recording execution result")
+            }
+        }
+    }
+    in_use.end().await;
+    inner.metrics.executed(status, duration);
+    let _ = tx.send(ExecutionEvent::Finished(record));
+}
+
+/// Status, exit code and error of a command that the sandbox reported ended.
+fn judge(o: &sb::ExecOutcome, timeout: Duration) -> (ExecutionStatus, Option<i32>, Option<String>) {
+    if o.timed_out {
+        let msg = format!(
+            "ExecutionTimedOut: the command did not finish within {} s and was killed",
+            timeout.as_secs()
+        );
+        return (ExecutionStatus::TimedOut, o.exit_code, Some(msg));
+    }
+    if o.oom_killed {
+        let msg = "the command was killed: the session ran out of memory".to_owned();
+        return (ExecutionStatus::Failed, o.exit_code, Some(msg));
+    }
+    match (o.exit_code, o.signal) {
+        (Some(code), _) => (ExecutionStatus::Succeeded, Some(code), None),
+        (None, Some(sig)) => (
+            ExecutionStatus::Failed,
+            None,
+            Some(format!("the command was killed by signal {sig}")),
+        ),
+        (None, None) => (
+            ExecutionStatus::Failed,
+            None,
+            Some("the command ended without an exit status".into()),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_truncates_and_flags() {
+        let mut c = Capture::new(5);
+        assert_eq!(c.push(Bytes::from_static(b"abc")).as_ref(), b"abc");
+        assert_eq!(c.push(Bytes::from_static(b"defg")).as_ref(), b"de");
+        assert!(c.truncated);
+        assert_eq!(c.push(Bytes::from_static(b"x")).len(), 0);
+        assert_eq!(c.text(), "abcde");
+    }
+
+    #[test]
+    fn execution_ids_are_checked() {
+        assert!(validate_id("op-1".into()).is_ok());
+        assert!(validate_id(String::new()).is_err());
+        assert!(validate_id("a b".into()).is_err());
+        assert!(validate_id("x".repeat(129)).is_err());
+    }
+}
