@@ -1,8 +1,31 @@
-//! The sandpool service: the axum application (routes, conventions, auth), the store, the pool
-//! manager, executions, files, run command and metrics.
+//! The sandpool service: the axum application (routes, conventions, auth slot), the store, the
+//! management API, operations endpoints and metrics. Later issues add the pool manager,
+//! executions, files and run command here.
+//!
+//! It owns HTTP and durable state; it must not reach into namespaces or cgroups itself (that is
+//! `sandpool-sandbox`'s job), nor sign or check tokens (that is `sandpool-auth`'s).
 
+pub mod arm;
+pub mod http;
+pub mod metrics;
+mod ops;
+pub mod paths;
+pub mod routes;
+mod sessions;
+pub mod store;
+pub mod testing;
+mod tls;
+
+use anyhow::Context as _;
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use serde_json::json;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use store::Store;
+use tower_http::catch_panic::CatchPanicLayer;
 
 /// How `sandpool serve` terminates TLS.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +53,8 @@ pub struct ServeConfig {
     pub create_defaults: bool,
     pub max_upload_size: u64,
     pub command_retention: std::time::Duration,
+    /// Largest management request body (JSON); larger ones get 413 `PayloadTooLarge`.
+    pub max_body_size: usize,
 }
 
 impl Default for ServeConfig {
@@ -43,12 +68,303 @@ impl Default for ServeConfig {
             create_defaults: true,
             max_upload_size: 128 * 1024 * 1024,
             command_retention: std::time::Duration::from_secs(7 * 24 * 3600),
+            max_body_size: 4 * 1024 * 1024,
         }
+    }
+}
+
+/// The subscription the first-start defaults live in (the CLI's default subscription).
+pub const DEFAULT_SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
+
+/// Who is making a request. The auth layer (crates/auth) inserts it as a request extension;
+/// handlers read it as `Option<Extension<Principal>>` to fill `systemData`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub id: String,
+    pub kind: PrincipalKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    User,
+    Application,
+    ManagedIdentity,
+}
+
+impl PrincipalKind {
+    pub fn system_data_type(self) -> &'static str {
+        match self {
+            PrincipalKind::User => "User",
+            PrincipalKind::Application => "Application",
+            PrincipalKind::ManagedIdentity => "ManagedIdentity",
+        }
+    }
+}
+
+/// What every handler receives through axum's `State`.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    /// Without a trailing slash.
+    pub public_url: Arc<str>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub body_limit: usize,
+    pub tenant_id: Arc<str>,
+    pub openapi: Arc<str>,
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Every route of the service with its documentation.
+pub fn all_routes() -> routes::Routes {
+    let r = routes::Routes::default();
+    let r = ops::routes(r);
+    let r = arm::resource_groups::routes(r);
+    let r = arm::tracked::routes(r);
+    let r = arm::deployments::routes(r);
+    let r = arm::operations::routes(r);
+    let r = sessions::routes(r);
+    arm::authorization::routes(r)
+}
+
+/// The one place the authentication/authorisation layer goes (crates/auth, wired in later): it
+/// runs after path normalisation and the conventions middleware, before any handler, and inserts
+/// a [`Principal`] extension.
+fn auth_layer(router: Router<AppState>) -> Router<AppState> {
+    router
+}
+
+/// Builds the state and the router (without path normalisation; see [`service`]).
+pub async fn build_app(
+    store: Store,
+    public_url: &str,
+    body_limit: usize,
+) -> anyhow::Result<(AppState, Router)> {
+    let routes = all_routes();
+    let openapi = routes
+        .openapi()
+        .to_json()
+        .context("rendering the OpenAPI document")?;
+    let tenant_id = store
+        .setting_or_init("tenant_id", &uuid::Uuid::new_v4().to_string())
+        .await?;
+    let state = AppState {
+        store,
+        public_url: public_url.trim_end_matches('/').into(),
+        metrics: Arc::default(),
+        body_limit,
+        tenant_id: tenant_id.into(),
+        openapi: openapi.into(),
+    };
+    let router = layered(routes.router, &state).with_state(state.clone());
+    Ok((state, router))
+}
+
+/// The fallback and the layers every route runs under, innermost first: auth, catch-panic (so a
+/// panic still gets the conventions), conventions, body limit.
+fn layered(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+    auth_layer(router.fallback(arm::authorization::fallback))
+        .layer(CatchPanicLayer::custom(http::panic_response))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            http::conventions,
+        ))
+        .layer(DefaultBodyLimit::max(state.body_limit))
+}
+
+/// The request rewrite applied before routing.
+pub type Normalize<B> = fn(axum::http::Request<B>) -> axum::http::Request<B>;
+
+/// The router behind case-insensitive path normalisation: what the listener serves.
+pub fn service<B>(router: Router) -> tower::util::MapRequest<Router, Normalize<B>> {
+    tower::util::MapRequest::new(router, http::normalize_request::<B> as fn(_) -> _)
+}
+
+/// Creates resource group `default` and Shell pool `default` once, on the first start.
+async fn create_defaults(state: &AppState) -> anyhow::Result<()> {
+    if state
+        .store
+        .setting_or_init("defaults_created", "pending")
+        .await?
+        != "pending"
+    {
+        return Ok(());
+    }
+    let (sub, rg) = (DEFAULT_SUBSCRIPTION, "default");
+    arm::resource_groups::put_group(state, None, sub, rg, &json!({"location": "local"}))
+        .await
+        .map_err(|e| anyhow::anyhow!("creating resource group default: {}", e.0))?;
+    let target = arm::Target::new(
+        arm::Kind::SessionPool,
+        (sub.into(), rg.into(), "default".into()),
+    );
+    let body = json!({"location": "local", "properties": {"poolManagementType": "Dynamic", "containerType": "Shell"}});
+    arm::put_resource(state, None, &target, &body)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating pool default: {}", e.0))?;
+    state.store.set_setting("defaults_created", "done").await?;
+    tracing::info!("created resource group 'default' and session pool 'default'");
+    Ok(())
+}
+
+/// A bound, ready server; [`Server::run`] serves until the shutdown future resolves.
+pub struct Server {
+    listener: std::net::TcpListener,
+    local_addr: SocketAddr,
+    public_url: String,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    state: AppState,
+    router: Router,
+}
+
+impl Server {
+    /// Opens the store (migrating it), creates the defaults, binds the listener.
+    pub async fn bind(config: &ServeConfig) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let listener = std::net::TcpListener::bind(config.listen)
+            .with_context(|| format!("binding {}", config.listen))?;
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+        let tls = match &config.tls {
+            TlsMode::None => None,
+            TlsMode::Files { cert, key } => Some(tls::from_files(cert, key).await?),
+            TlsMode::SelfSigned => Some(tls::self_signed(&config.data_dir, local_addr).await?),
+        };
+        let public_url = match &config.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => {
+                let host = if local_addr.ip().is_unspecified() {
+                    SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local_addr.port())
+                } else {
+                    local_addr
+                };
+                format!("{}://{host}", if tls.is_some() { "https" } else { "http" })
+            }
+        };
+        let url = match &config.database_url {
+            Some(u) => u.clone(),
+            None => Store::sqlite_url(&config.data_dir),
+        };
+        let store = Store::open(&url).await?;
+        let (state, router) = build_app(store, &public_url, config.max_body_size).await?;
+        if config.create_defaults {
+            create_defaults(&state).await?;
+        }
+        Ok(Self {
+            listener,
+            local_addr,
+            public_url,
+            tls,
+            state,
+            router,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests (up to 10 s).
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let handle = axum_server::Handle::new();
+        let h = handle.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            h.graceful_shutdown(Some(Duration::from_secs(10)));
+        });
+        let svc = axum::ServiceExt::into_make_service(service(self.router));
+        tracing::info!(listen = %self.local_addr, public_url = %self.public_url, "sandpool serving");
+        match self.tls {
+            Some(tls) => {
+                axum_server::from_tcp_rustls(self.listener, tls)
+                    .handle(handle)
+                    .serve(svc)
+                    .await?
+            }
+            None => {
+                axum_server::from_tcp(self.listener)
+                    .handle(handle)
+                    .serve(svc)
+                    .await?
+            }
+        }
+        self.state.store.close().await;
+        tracing::info!("sandpool stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
 }
 
 /// Runs `sandpool serve` until SIGTERM or SIGINT.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let _ = config;
-    anyhow::bail!("not implemented")
+    Server::bind(&config).await?.run(shutdown_signal()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handler that panics answers 500 with the error body and the conventions' headers.
+    #[tokio::test]
+    async fn panics_become_error_bodies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&Store::sqlite_url(dir.path()))
+            .await
+            .expect("store");
+        let (state, _) = build_app(store, "http://x", 1024).await.expect("app");
+        async fn boom() -> &'static str {
+            panic!("handler exploded")
+        }
+        let router = layered(
+            Router::new().route("/boom", axum::routing::get(boom)),
+            &state,
+        )
+        .with_state(state);
+        let req = axum::http::Request::get("/boom?api-version=2024-01-01")
+            .body(axum::body::Body::empty())
+            .expect("req");
+        let resp = tower::ServiceExt::oneshot(router, req)
+            .await
+            .expect("infallible");
+        assert_eq!(resp.status(), 500);
+        assert_eq!(resp.headers()["x-ms-error-code"], "InternalServerError");
+        assert!(resp.headers().contains_key("x-ms-request-id"));
+        let body = axum::body::to_bytes(resp.into_body(), 4096)
+            .await
+            .expect("body");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["error"]["code"], "InternalServerError");
+        assert!(!String::from_utf8_lossy(&body).contains("exploded"));
+    }
 }

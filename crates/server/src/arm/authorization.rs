@@ -1,0 +1,620 @@
+//! Role definitions (built-ins, read-only) and role assignments (stored resources) at any scope:
+//! `/`, a subscription, a resource group or a resource. Scopes of arbitrary depth do not fit the
+//! router's templates, so these paths are dispatched from the fallback, which also answers a GET
+//! of any stored resource by its id.
+//!
+//! The evaluation of assignments (who may do what) belongs to crates/auth; this module only
+//! stores and lists them.
+
+use super::{require_group, system_data};
+use crate::http::{
+    error_response, json, parse_json, put_answer, HttpResult, Query, RawBody, RouteTemplate,
+};
+use crate::routes::Routes;
+use crate::store::{ListFilter, StoredResource};
+use crate::{AppState, Principal};
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use sandpool_api::{validate, ApiError, List, RoleAssignmentProperties};
+use serde_json::{json, Value};
+
+pub const ASSIGNMENT_TYPE: &str = "Microsoft.Authorization/roleAssignments";
+const DEFINITION_TYPE: &str = "Microsoft.Authorization/roleDefinitions";
+const ASSIGNMENTS: &str = "/providers/Microsoft.Authorization/roleAssignments";
+const DEFINITIONS: &str = "/providers/Microsoft.Authorization/roleDefinitions";
+
+/// Built-in roles: (GUID, name, description, actions, notActions, dataActions).
+/// A minimal table until crates/auth provides the authoritative one.
+type Builtin = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+    &'static [&'static str],
+);
+pub const BUILTIN_ROLES: &[Builtin] = &[
+    (
+        "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+        "Owner",
+        "Grants full access to manage all resources, including assigning roles.",
+        &["*"],
+        &[],
+        &[],
+    ),
+    (
+        "b24988ac-6180-42a0-ab88-20f7382dd24c",
+        "Contributor",
+        "Grants full access to manage all resources, but does not allow assigning roles.",
+        &["*"],
+        &[
+            "Microsoft.Authorization/*/Delete",
+            "Microsoft.Authorization/*/Write",
+            "Microsoft.Authorization/elevateAccess/Action",
+        ],
+        &[],
+    ),
+    (
+        "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+        "Reader",
+        "View all resources, but does not allow you to make any changes.",
+        &["*/read"],
+        &[],
+        &[],
+    ),
+    (
+        "0fb8eba5-a2bb-4abe-b1c1-49dfad359bb0",
+        "Azure ContainerApps Session Executor",
+        "Execute sessions in a session pool.",
+        &["Microsoft.App/sessionPools/read"],
+        &[],
+        &["Microsoft.App/sessionPools/interactive/action"],
+    ),
+    (
+        "0ab0b1a8-8aac-4efd-b8c2-3ee1fb270be8",
+        "Azure Kubernetes Service Cluster Admin Role",
+        "List cluster admin credential action and run commands.",
+        &[
+            "Microsoft.ContainerService/managedClusters/read",
+            "Microsoft.ContainerService/managedClusters/listClusterAdminCredential/action",
+            "Microsoft.ContainerService/managedClusters/runCommand/action",
+        ],
+        &[],
+        &[],
+    ),
+];
+
+pub fn routes(r: Routes) -> Routes {
+    let a = "{scope}/providers/Microsoft.Authorization/roleAssignments";
+    let d = "{scope}/providers/Microsoft.Authorization/roleDefinitions";
+    r.doc(
+        Method::PUT,
+        &format!("{a}/{{roleAssignmentName}}"),
+        "Create a role assignment at a scope",
+        &[201, 200, 400],
+        true,
+    )
+    .doc(
+        Method::GET,
+        &format!("{a}/{{roleAssignmentName}}"),
+        "Get a role assignment",
+        &[200, 404],
+        false,
+    )
+    .doc(
+        Method::DELETE,
+        &format!("{a}/{{roleAssignmentName}}"),
+        "Delete a role assignment",
+        &[200, 204],
+        false,
+    )
+    .doc(
+        Method::GET,
+        a,
+        "List role assignments at, above and below a scope ($filter=atScope(), principalId eq '…')",
+        &[200],
+        false,
+    )
+    .doc(
+        Method::GET,
+        d,
+        "List built-in role definitions ($filter=roleName eq '…')",
+        &[200],
+        false,
+    )
+    .doc(
+        Method::GET,
+        &format!("{d}/{{roleDefinitionId}}"),
+        "Get a role definition",
+        &[200, 404],
+        false,
+    )
+    .doc(
+        Method::GET,
+        "{resourceId}",
+        "Get any resource by its id",
+        &[200, 404],
+        false,
+    )
+}
+
+/// Dispatches scope-relative authorization paths and GET by id; anything else is 404.
+pub async fn fallback(
+    State(s): State<AppState>,
+    p: Option<Extension<Principal>>,
+    method: Method,
+    uri: Uri,
+    q: Query,
+    RawBody(body): RawBody,
+) -> Response {
+    let path = uri.path().trim_end_matches('/').to_owned();
+    let (template, result) = dispatch(&s, p.as_deref(), &method, &path, &q, &body).await;
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    resp.extensions_mut()
+        .insert(RouteTemplate(template.to_owned()));
+    resp
+}
+
+async fn dispatch(
+    s: &AppState,
+    p: Option<&Principal>,
+    method: &Method,
+    path: &str,
+    q: &Query,
+    body: &[u8],
+) -> (&'static str, HttpResult<Response>) {
+    if let Some((scope, rest)) = split_at(path, ASSIGNMENTS) {
+        let t = "{scope}/providers/Microsoft.Authorization/roleAssignments";
+        return match (rest, method) {
+            ("", &Method::GET) => (t, list_assignments(s, scope, q).await),
+            ("", _) => (t, Err(ApiError::method_not_allowed(method.as_str()).into())),
+            (name, &Method::PUT) => (t, put_assignment(s, p, scope, name, body).await),
+            (name, &Method::GET) => (t, get_assignment(s, scope, name).await),
+            (name, &Method::DELETE) => (t, delete_assignment(s, scope, name).await),
+            _ => (t, Err(ApiError::method_not_allowed(method.as_str()).into())),
+        };
+    }
+    if let Some((scope, rest)) = split_at(path, DEFINITIONS) {
+        let t = "{scope}/providers/Microsoft.Authorization/roleDefinitions";
+        if method != Method::GET {
+            return (t, Err(ApiError::method_not_allowed(method.as_str()).into()));
+        }
+        return (t, definitions(scope, rest, q));
+    }
+    if method == Method::GET && path.starts_with("/subscriptions/") {
+        match s.store.get(path).await {
+            Ok(Some(r)) => {
+                return (
+                    "{resourceId}",
+                    Ok(json(StatusCode::OK, &super::render(s, r.body))),
+                )
+            }
+            Ok(None) => {}
+            Err(e) => return ("{resourceId}", Err(e.into())),
+        }
+    }
+    (
+        "unmatched",
+        Ok(error_response(&ApiError::path_not_found(path))),
+    )
+}
+
+/// Splits `…{marker}[/name]` into (scope, name); `None` when `marker` is absent or the rest has
+/// more than one segment.
+fn split_at<'a>(path: &'a str, marker: &str) -> Option<(&'a str, &'a str)> {
+    let i = path.find(marker)?;
+    let rest = &path[i + marker.len()..];
+    let rest = match rest {
+        "" => "",
+        r if r.starts_with('/') && !r[1..].contains('/') => &r[1..],
+        _ => return None,
+    };
+    Some((&path[..i], rest))
+}
+
+/// Resolves a scope to its canonical id (`""` for the root), checking that it exists.
+async fn resolve_scope(s: &AppState, scope: &str) -> HttpResult<(String, String, String)> {
+    if scope.is_empty() || scope == "/" {
+        return Ok((String::new(), String::new(), String::new()));
+    }
+    let segs: Vec<&str> = scope.split('/').collect();
+    if segs.len() < 3 || segs[1] != "subscriptions" {
+        return Err(ApiError::new(
+            400,
+            "InvalidScope",
+            format!("The scope '{scope}' is not a valid scope."),
+        )
+        .into());
+    }
+    let sub = segs[2];
+    validate::subscription_id(sub)?;
+    if segs.len() == 3 {
+        return Ok((
+            format!("/subscriptions/{}", sub.to_lowercase()),
+            sub.to_lowercase(),
+            String::new(),
+        ));
+    }
+    if segs.len() < 5 || segs[3] != "resourceGroups" {
+        return Err(ApiError::new(
+            400,
+            "InvalidScope",
+            format!("The scope '{scope}' is not a valid scope."),
+        )
+        .into());
+    }
+    let group = require_group(s, sub, segs[4]).await?;
+    if segs.len() == 5 {
+        return Ok((
+            group.id.clone(),
+            sub.to_lowercase(),
+            group.name.to_lowercase(),
+        ));
+    }
+    let r = s.store.get(scope).await?.ok_or_else(|| {
+        ApiError::new(
+            404,
+            "ResourceNotFound",
+            format!("The scope '{scope}' does not exist."),
+        )
+    })?;
+    Ok((r.id, sub.to_lowercase(), group.name.to_lowercase()))
+}
+
+fn builtin(id_or_guid: &str) -> Option<&'static Builtin> {
+    let guid = id_or_guid.rsplit('/').next().unwrap_or(id_or_guid);
+    BUILTIN_ROLES
+        .iter()
+        .find(|r| r.0.eq_ignore_ascii_case(guid))
+}
+
+fn definition_id(scope_id: &str, guid: &str) -> String {
+    // Role definitions live at a subscription (or the root), whatever scope they are read at.
+    let sub_prefix = scope_id.split('/').take(3).collect::<Vec<_>>().join("/");
+    format!("{sub_prefix}{DEFINITIONS}/{guid}")
+}
+
+fn definition_json(scope_id: &str, r: &Builtin) -> Value {
+    json!({
+        "id": definition_id(scope_id, r.0),
+        "name": r.0,
+        "type": DEFINITION_TYPE,
+        "properties": {
+            "roleName": r.1,
+            "type": "BuiltInRole",
+            "description": r.2,
+            "assignableScopes": ["/"],
+            "permissions": [{"actions": r.3, "notActions": r.4, "dataActions": r.5, "notDataActions": []}],
+        }
+    })
+}
+
+fn definitions(scope: &str, rest: &str, q: &Query) -> HttpResult<Response> {
+    if !rest.is_empty() {
+        let r = builtin(rest).ok_or_else(|| {
+            ApiError::new(
+                404,
+                "RoleDefinitionDoesNotExist",
+                format!("The role definition '{rest}' does not exist."),
+            )
+        })?;
+        return Ok(json(StatusCode::OK, &definition_json(scope, r)));
+    }
+    let name_filter = match q.get("$filter") {
+        None => None,
+        Some(f) => Some(parse_eq(f, "roleName").ok_or_else(|| invalid_filter(f))?),
+    };
+    let value: Vec<Value> = BUILTIN_ROLES
+        .iter()
+        .filter(|r| {
+            name_filter
+                .as_deref()
+                .is_none_or(|n| r.1.eq_ignore_ascii_case(n))
+        })
+        .map(|r| definition_json(scope, r))
+        .collect();
+    Ok(json(StatusCode::OK, &List::new(value)))
+}
+
+fn invalid_filter(f: &str) -> ApiError {
+    ApiError::new(
+        400,
+        "InvalidFilter",
+        format!("The $filter '{f}' is not supported."),
+    )
+    .with_target("$filter")
+}
+
+/// Parses `field eq 'value'` (field case-insensitive, `''` escapes a quote).
+fn parse_eq(term: &str, field: &str) -> Option<String> {
+    let term = term.trim();
+    let (lhs, rhs) = term.split_once(' ')?;
+    if !lhs.eq_ignore_ascii_case(field) {
+        return None;
+    }
+    let rhs = rhs.trim_start();
+    let (op, value) = rhs.split_once(' ')?;
+    if !op.eq_ignore_ascii_case("eq") {
+        return None;
+    }
+    let value = value.trim();
+    let inner = value.strip_prefix('\'')?.strip_suffix('\'')?;
+    Some(inner.replace("''", "'"))
+}
+
+fn assignment_id(scope_id: &str, name: &str) -> String {
+    format!("{scope_id}{ASSIGNMENTS}/{name}")
+}
+
+async fn put_assignment(
+    s: &AppState,
+    p: Option<&Principal>,
+    scope: &str,
+    name: &str,
+    body: &[u8],
+) -> HttpResult<Response> {
+    validate::role_assignment_name(name)?;
+    let v: Value = parse_json(body)?;
+    let props = v.get("properties").ok_or_else(|| {
+        ApiError::invalid_request_content(
+            "The request body must be {\"properties\":{\"roleDefinitionId\",\"principalId\"}}.",
+        )
+    })?;
+    let role_definition_id = props["roleDefinitionId"].as_str().ok_or_else(|| {
+        ApiError::invalid_request_content("'properties.roleDefinitionId' must be a string.")
+            .with_target("properties.roleDefinitionId")
+    })?;
+    let principal_id = props["principalId"].as_str().ok_or_else(|| {
+        ApiError::invalid_request_content("'properties.principalId' must be a string.")
+            .with_target("properties.principalId")
+    })?;
+    if !validate::is_uuid(principal_id) {
+        return Err(ApiError::new(
+            400,
+            "InvalidPrincipalId",
+            format!("The principal id '{principal_id}' is not a valid UUID."),
+        )
+        .with_target("properties.principalId")
+        .into());
+    }
+    let role = builtin(role_definition_id).ok_or_else(|| {
+        ApiError::new(
+            400,
+            "RoleDefinitionDoesNotExist",
+            format!("The role definition '{role_definition_id}' does not exist."),
+        )
+        .with_target("properties.roleDefinitionId")
+    })?;
+    let (scope_id, sub, rg) = resolve_scope(s, scope).await?;
+    let id = assignment_id(&scope_id, &name.to_lowercase());
+    let existing = s.store.get(&id).await?;
+    let display_scope = if scope_id.is_empty() {
+        "/".to_owned()
+    } else {
+        scope_id.clone()
+    };
+    let properties = RoleAssignmentProperties {
+        role_definition_id: definition_id(&scope_id, role.0),
+        principal_id: principal_id.to_lowercase(),
+        principal_type: Some(
+            props["principalType"]
+                .as_str()
+                .unwrap_or("ServicePrincipal")
+                .to_owned(),
+        ),
+        scope: display_scope.clone(),
+    };
+    if let Some(e) = &existing {
+        let old: Option<RoleAssignmentProperties> =
+            serde_json::from_value(e.body["properties"].clone()).ok();
+        if old.is_some_and(|o| {
+            o.principal_id != properties.principal_id
+                || !o
+                    .role_definition_id
+                    .eq_ignore_ascii_case(&properties.role_definition_id)
+        }) {
+            return Err(ApiError::conflict(
+                "RoleAssignmentUpdateNotPermitted",
+                "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.",
+            )
+            .into());
+        }
+        return Ok(json(StatusCode::OK, &e.body));
+    }
+    let mut pv = serde_json::to_value(&properties).map_err(|_| ApiError::internal())?;
+    let now = super::now();
+    pv["createdOn"] = json!(now);
+    pv["updatedOn"] = json!(now);
+    let envelope = json!({
+        "id": id,
+        "name": name.to_lowercase(),
+        "type": ASSIGNMENT_TYPE,
+        "properties": pv,
+        "systemData": system_data(p, None),
+    });
+    let row = StoredResource {
+        id: id.clone(),
+        subscription: sub,
+        resource_group: rg,
+        resource_type: ASSIGNMENT_TYPE.into(),
+        name: name.to_lowercase(),
+        scope: display_scope.to_lowercase(),
+        body: envelope.clone(),
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    let created = s.store.put(&row).await?;
+    Ok(put_answer(created, &envelope))
+}
+
+async fn get_assignment(s: &AppState, scope: &str, name: &str) -> HttpResult<Response> {
+    let (scope_id, _, _) = resolve_scope(s, scope).await?;
+    let r = s
+        .store
+        .get(&assignment_id(&scope_id, name))
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                404,
+                "RoleAssignmentNotFound",
+                format!("The role assignment '{name}' is not found."),
+            )
+        })?;
+    Ok(json(StatusCode::OK, &r.body))
+}
+
+async fn delete_assignment(s: &AppState, scope: &str, name: &str) -> HttpResult<Response> {
+    let (scope_id, _, _) = resolve_scope(s, scope).await?;
+    let id = assignment_id(&scope_id, name);
+    match s.store.get(&id).await? {
+        Some(r) => {
+            s.store.delete(&id).await?;
+            Ok(json(StatusCode::OK, &r.body))
+        }
+        None => Ok(super::tracked::no_content()),
+    }
+}
+
+/// Whether `inner` is `outer` or lies below it (segment-wise, case-insensitive).
+fn within(inner: &str, outer: &str) -> bool {
+    let (i, o) = (inner.to_lowercase(), outer.to_lowercase());
+    o == "/" || i == o || i.starts_with(&format!("{}/", o.trim_end_matches('/')))
+}
+
+async fn list_assignments(s: &AppState, scope: &str, q: &Query) -> HttpResult<Response> {
+    let (scope_id, sub, _) = resolve_scope(s, scope).await?;
+    let scope_id = if scope_id.is_empty() {
+        "/".to_owned()
+    } else {
+        scope_id
+    };
+    let mut at_scope = false;
+    let mut principal = None;
+    if let Some(f) = q.get("$filter") {
+        for term in split_and(f) {
+            if term.trim().eq_ignore_ascii_case("atScope()") {
+                at_scope = true;
+            } else if let Some(v) = parse_eq(&term, "principalId") {
+                principal = Some(v.to_lowercase());
+            } else if let Some(v) = parse_assigned_to(&term) {
+                principal = Some(v.to_lowercase());
+            } else {
+                return Err(invalid_filter(f).into());
+            }
+        }
+    }
+    let mut rows = s
+        .store
+        .list(&ListFilter {
+            subscription: None,
+            resource_group: None,
+            resource_type: Some(ASSIGNMENT_TYPE),
+        })
+        .await?;
+    rows.retain(|r| r.subscription.is_empty() || sub.is_empty() || r.subscription == sub);
+    let value: Vec<Value> = rows
+        .into_iter()
+        .filter(|r| {
+            let above = within(&scope_id, &r.scope);
+            let below = within(&r.scope, &scope_id);
+            let scope_ok = if at_scope { above } else { above || below };
+            let principal_ok = principal
+                .as_deref()
+                .is_none_or(|pid| r.body["properties"]["principalId"].as_str() == Some(pid));
+            scope_ok && principal_ok
+        })
+        .map(|r| r.body)
+        .collect();
+    Ok(json(StatusCode::OK, &List::new(value)))
+}
+
+fn split_and(f: &str) -> Vec<String> {
+    let lower = f.to_lowercase();
+    let mut out = Vec::new();
+    let mut start = 0;
+    while let Some(i) = lower[start..].find(" and ") {
+        out.push(f[start..start + i].to_owned());
+        start += i + 5;
+    }
+    out.push(f[start..].to_owned());
+    out
+}
+
+fn parse_assigned_to(term: &str) -> Option<String> {
+    let t = term.trim();
+    let lower = t.to_lowercase();
+    let inner = lower.strip_prefix("assignedto(")?.strip_suffix(')')?;
+    Some(
+        inner
+            .trim()
+            .strip_prefix('\'')?
+            .strip_suffix('\'')?
+            .to_owned(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        assert_eq!(
+            parse_eq(
+                "roleName eq 'Azure ContainerApps Session Executor'",
+                "roleName"
+            )
+            .as_deref(),
+            Some("Azure ContainerApps Session Executor")
+        );
+        assert_eq!(
+            parse_eq("principalId EQ 'a''b'", "principalId").as_deref(),
+            Some("a'b")
+        );
+        assert_eq!(parse_eq("roleName ne 'x'", "roleName"), None);
+        assert_eq!(
+            split_and("atScope() and principalId eq 'x'"),
+            vec!["atScope()", "principalId eq 'x'"]
+        );
+        assert_eq!(
+            parse_assigned_to("assignedTo('ABC')").as_deref(),
+            Some("abc")
+        );
+    }
+
+    #[test]
+    fn scopes() {
+        assert!(within(
+            "/subscriptions/a/resourceGroups/b",
+            "/subscriptions/A"
+        ));
+        assert!(within("/subscriptions/a", "/"));
+        assert!(!within("/subscriptions/ab", "/subscriptions/a"));
+        assert_eq!(
+            split_at(
+                "/subscriptions/x/providers/Microsoft.Authorization/roleAssignments/y",
+                ASSIGNMENTS
+            ),
+            Some(("/subscriptions/x", "y"))
+        );
+        assert_eq!(
+            split_at(
+                "/providers/Microsoft.Authorization/roleAssignments",
+                ASSIGNMENTS
+            ),
+            Some(("", ""))
+        );
+        assert_eq!(
+            split_at(
+                "/x/providers/Microsoft.Authorization/roleAssignments/y/z",
+                ASSIGNMENTS
+            ),
+            None
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! Deployments: an ARM template's resources applied in order through the same code as a direct
+//! PUT. The body is read raw and parsed with `sandpool_template::parse`, so templates with
+//! comments are accepted.
+
+use super::{get_resource, put_resource, require_group, store_resource, Kind, Target};
+use crate::http::{json, put_answer, HttpError, HttpResult, RawBody};
+use crate::routes::Routes;
+use crate::{AppState, Principal};
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use axum::Extension;
+use sandpool_api::{validate, ApiError, DeploymentRequest};
+use sandpool_template::{Context, TemplateError};
+use serde_json::json;
+
+const ITEM: &str =
+    "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Resources/deployments/{name}";
+
+pub fn routes(r: Routes) -> Routes {
+    r.add(
+        Method::PUT,
+        ITEM,
+        "Deploy an ARM template into a resource group".into(),
+        &[200, 201],
+        true,
+        put,
+    )
+    .add(
+        Method::GET,
+        ITEM,
+        "Get a deployment".into(),
+        &[200, 404],
+        false,
+        get,
+    )
+}
+
+fn template_error(e: TemplateError) -> HttpError {
+    let mut err = ApiError::new(400, e.code, e.message);
+    err.target = e.target;
+    HttpError(err)
+}
+
+async fn put(
+    State(s): State<AppState>,
+    p: Option<Extension<Principal>>,
+    Path(t): Path<(String, String, String)>,
+    RawBody(raw): RawBody,
+) -> HttpResult<Response> {
+    let target = Target::new(Kind::Deployment, t);
+    validate::subscription_id(&target.subscription)?;
+    validate::deployment_name(&target.name)?;
+    let text = std::str::from_utf8(&raw)
+        .map_err(|_| ApiError::invalid_request_content("The request body is not UTF-8 text."))?;
+    let doc = sandpool_template::parse(text).map_err(template_error)?;
+    let req: DeploymentRequest = serde_json::from_value(doc).map_err(|e| {
+        ApiError::invalid_request_content(format!("The deployment body is not valid: {e}."))
+    })?;
+    let mode = req
+        .properties
+        .mode
+        .clone()
+        .unwrap_or_else(|| "Incremental".into());
+    if !mode.eq_ignore_ascii_case("Incremental") {
+        return Err(ApiError::invalid_parameter(
+            "properties.mode",
+            format!("Deployment mode '{mode}' is not supported; only 'Incremental' is."),
+        )
+        .into());
+    }
+    let group = require_group(&s, &target.subscription, &target.resource_group).await?;
+    let ctx = Context {
+        subscription_id: target.subscription.to_lowercase(),
+        resource_group: group.name.clone(),
+        resource_group_location: group.body["location"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        deployment_name: target.name.clone(),
+    };
+    let parameters = req
+        .properties
+        .parameters
+        .clone()
+        .unwrap_or_else(|| json!({}));
+    let resources = sandpool_template::evaluate(&req.properties.template, &parameters, &ctx)
+        .map_err(template_error)?;
+
+    // Every resource is checked before any is applied, so an unsupported type leaves nothing
+    // half-deployed.
+    let mut targets = Vec::with_capacity(resources.len());
+    for (i, r) in resources.iter().enumerate() {
+        let kind = Kind::from_type(&r.resource_type)
+            .filter(|k| *k != Kind::Deployment)
+            .ok_or_else(|| {
+                ApiError::new(
+                    400,
+                    "UnsupportedResourceType",
+                    format!(
+                        "The template resource type '{}' is not supported; supported: Microsoft.App/sessionPools, Microsoft.ManagedIdentity/userAssignedIdentities, Microsoft.ContainerService/managedClusters.",
+                        r.resource_type
+                    ),
+                )
+                .with_target(format!("resources[{i}].type"))
+            })?;
+        targets.push(Target {
+            subscription: target.subscription.clone(),
+            resource_group: group.name.clone(),
+            kind,
+            name: r.name.clone(),
+        });
+    }
+    let mut outputs = Vec::new();
+    for (i, (t, r)) in targets.iter().zip(&resources).enumerate() {
+        let (value, _) = put_resource(&s, p.as_deref(), t, &r.body)
+            .await
+            .map_err(|mut e| {
+                e.0.target = Some(format!(
+                    "resources[{i}]{}",
+                    e.0.target.map(|t| format!(".{t}")).unwrap_or_default()
+                ));
+                e
+            })?;
+        outputs.push(json!({"id": value["id"]}));
+    }
+
+    let id = target.id(&group.name);
+    let existing = s.store.get(&id).await?;
+    let now = super::now();
+    let envelope = json!({
+        "id": id,
+        "name": target.name,
+        "type": Kind::Deployment.full_type(),
+        "properties": {
+            "mode": "Incremental",
+            "provisioningState": "Succeeded",
+            "timestamp": now,
+            "parameters": parameters,
+            "outputResources": outputs,
+            "correlationId": uuid::Uuid::new_v4().to_string(),
+        },
+        "systemData": super::system_data(p.as_deref(), existing.as_ref().map(|e| &e.body)),
+    });
+    let created = store_resource(&s, &group, &target, envelope.clone(), existing.as_ref()).await?;
+    Ok(put_answer(created, &envelope))
+}
+
+async fn get(
+    State(s): State<AppState>,
+    Path(t): Path<(String, String, String)>,
+) -> HttpResult<Response> {
+    let r = get_resource(&s, &Target::new(Kind::Deployment, t)).await?;
+    Ok(json(StatusCode::OK, &r.body))
+}

@@ -1,0 +1,208 @@
+//! Session pools, user-assigned identities and managed clusters: the tracked resources inside a
+//! resource group. Each kind has PUT, GET, DELETE and list by group and by subscription; pools
+//! also have PATCH.
+
+use super::{get_resource, put_resource, render, require_group, Kind, Target};
+use crate::arm::operations::accepted_with_location;
+use crate::http::{json, put_answer, HttpResult, JsonBody, Query};
+use crate::routes::Routes;
+use crate::store::{ListFilter, StoredResource};
+use crate::{AppState, Principal};
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use axum::Extension;
+use sandpool_api::{bodies, validate, ApiError, List};
+use serde_json::{json, Value};
+
+type P3 = Path<(String, String, String)>;
+
+pub fn routes(mut r: Routes) -> Routes {
+    for kind in Kind::TRACKED {
+        let item = format!(
+            "/subscriptions/{{subscriptionId}}/resourceGroups/{{resourceGroupName}}/providers/{}/{}/{{name}}",
+            kind.namespace(),
+            kind.type_name()
+        );
+        let by_group = format!(
+            "/subscriptions/{{subscriptionId}}/resourceGroups/{{resourceGroupName}}/providers/{}/{}",
+            kind.namespace(),
+            kind.type_name()
+        );
+        let by_sub = format!(
+            "/subscriptions/{{subscriptionId}}/providers/{}/{}",
+            kind.namespace(),
+            kind.type_name()
+        );
+        let label = kind.label();
+        r = r
+            .add(Method::PUT, &item, format!("Create or replace a {label}"), &[200, 201], true,
+                move |State(s): State<AppState>, p: Option<Extension<Principal>>, Path(t): P3, JsonBody(body): JsonBody<Value>| async move {
+                    let (value, created) = put_resource(&s, p.as_deref(), &Target::new(kind, t), &body).await?;
+                    HttpResult::Ok(put_answer(created, &render(&s, value)))
+                })
+            .add(Method::GET, &item, format!("Get a {label}"), &[200, 404], false,
+                move |State(s): State<AppState>, Path(t): P3| async move {
+                    let r = get_resource(&s, &Target::new(kind, t)).await?;
+                    HttpResult::Ok(json(StatusCode::OK, &render(&s, r.body)))
+                })
+            .add(Method::DELETE, &item, format!("Delete a {label}"), delete_statuses(kind), false,
+                move |State(s): State<AppState>, q: Query, Path(t): P3| async move {
+                    delete(&s, &q, &Target::new(kind, t)).await
+                })
+            .add(Method::GET, &by_group, format!("List the {label}s of a resource group"), &[200, 404], false,
+                move |State(s): State<AppState>, Path((sub, rg)): Path<(String, String)>| async move {
+                    let group = require_group(&s, &sub, &rg).await?;
+                    list(&s, kind, &sub, Some(&group.name)).await
+                })
+            .add(Method::GET, &by_sub, format!("List the {label}s of a subscription"), &[200], false,
+                move |State(s): State<AppState>, Path(sub): Path<String>| async move {
+                    validate::subscription_id(&sub)?;
+                    list(&s, kind, &sub, None).await
+                });
+        if kind == Kind::SessionPool {
+            r = r.add(
+                Method::PATCH,
+                &item,
+                "Update a session pool (merge of properties)".to_owned(),
+                &[200],
+                true,
+                |State(s): State<AppState>,
+                 p: Option<Extension<Principal>>,
+                 Path(t): P3,
+                 JsonBody(body): JsonBody<Value>| async move {
+                    patch_pool(&s, p.as_deref(), &Target::new(Kind::SessionPool, t), &body).await
+                },
+            );
+        }
+    }
+    r
+}
+
+fn delete_statuses(kind: Kind) -> &'static [u16] {
+    if kind == Kind::SessionPool {
+        &[202, 204]
+    } else {
+        &[200, 204]
+    }
+}
+
+async fn delete(s: &AppState, q: &Query, t: &Target) -> HttpResult<Response> {
+    match get_resource(s, t).await {
+        Ok(r) => {
+            s.store.delete(&r.id).await?;
+            if t.kind == Kind::SessionPool {
+                // Pools answer 202 + Location (never 200): what the SDKs' delete pollers expect.
+                return accepted_with_location(s, q, &t.subscription, &r.id).await;
+            }
+            Ok(json(StatusCode::OK, &render(s, r.body)))
+        }
+        Err(e) if e.0.code == "ResourceNotFound" => Ok(no_content()),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn no_content() -> Response {
+    let mut r = Response::new(axum::body::Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
+async fn list(s: &AppState, kind: Kind, sub: &str, group: Option<&str>) -> HttpResult<Response> {
+    let t = kind.full_type();
+    let rows: Vec<StoredResource> = s
+        .store
+        .list(&ListFilter {
+            subscription: Some(sub),
+            resource_group: group,
+            resource_type: Some(&t),
+        })
+        .await?;
+    let value: Vec<Value> = rows.into_iter().map(|r| render(s, r.body)).collect();
+    Ok(json(StatusCode::OK, &List::new(value)))
+}
+
+async fn patch_pool(
+    s: &AppState,
+    p: Option<&Principal>,
+    t: &Target,
+    patch: &Value,
+) -> HttpResult<Response> {
+    if !patch.is_object() {
+        return Err(
+            ApiError::invalid_request_content("The request body must be a JSON object.").into(),
+        );
+    }
+    let current = get_resource(s, t).await?;
+    let mut body = current.body.clone();
+    if let Some(props) = body.get_mut("properties") {
+        // Read-only values never take part in the merge.
+        if let Some(o) = props.as_object_mut() {
+            o.remove("poolManagementEndpoint");
+            o.remove("provisioningState");
+        }
+    }
+    for key in ["tags", "properties"] {
+        if let Some(v) = patch.get(key) {
+            bodies::merge_patch(&mut body[key], v);
+        }
+    }
+    if let Some(l) = patch.get("location").filter(|l| !l.is_null()) {
+        body["location"] = l.clone();
+    }
+    let (value, _) = put_resource(s, p, t, &body).await?;
+    Ok(json(StatusCode::OK, &render(s, value)))
+}
+
+/// Validated pool properties with the read-only values set.
+pub fn pool_properties(
+    s: &AppState,
+    t: &Target,
+    group_name: &str,
+    props: &Value,
+) -> Result<Value, ApiError> {
+    let mut p = bodies::session_pool_properties(props)?;
+    p.provisioning_state = Some("Succeeded".into());
+    p.pool_management_endpoint = Some(format!(
+        "{}/subscriptions/{}/resourceGroups/{group_name}/sessionPools/{}",
+        s.public_url,
+        t.subscription.to_lowercase(),
+        t.name
+    ));
+    serde_json::to_value(p).map_err(|_| ApiError::internal())
+}
+
+/// Identity properties: ids are minted once and kept across PUTs.
+pub fn identity_properties(s: &AppState, existing: Option<&StoredResource>) -> Value {
+    let prev = existing.map(|e| &e.body["properties"]);
+    let keep = |k: &str| {
+        prev.and_then(|p| p[k].as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+    };
+    json!({
+        "principalId": keep("principalId"),
+        "clientId": keep("clientId"),
+        "tenantId": s.tenant_id.as_ref(),
+        "provisioningState": "Succeeded",
+    })
+}
+
+/// Cluster properties without the kubeconfig, and the kubeconfig to store (`Some("")` clears it).
+/// A PUT without `kubeconfig` keeps the stored one: GET never returns it, so a client that reads,
+/// edits and writes back a cluster must not lose it.
+pub async fn cluster_properties(
+    s: &AppState,
+    id: &str,
+    props: &Value,
+) -> HttpResult<(Value, Option<String>)> {
+    let mut p = bodies::managed_cluster_properties(props)?;
+    let kubeconfig = p.kubeconfig.take();
+    p.has_kubeconfig = match &kubeconfig {
+        Some(k) => !k.is_empty(),
+        None => s.store.get_secret(id, "kubeconfig").await?.is_some(),
+    };
+    p.provisioning_state = Some("Succeeded".into());
+    let v = serde_json::to_value(p).map_err(|_| ApiError::internal())?;
+    Ok((v, kubeconfig))
+}

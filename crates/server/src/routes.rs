@@ -1,0 +1,194 @@
+//! The route table: every route is registered together with its documentation, so the OpenAPI
+//! document (`/openapi.json`, built with utoipa's builders) cannot drift from what is served.
+
+use crate::AppState;
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{on, MethodFilter};
+use axum::Router;
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::{
+    ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Required, ResponseBuilder,
+};
+
+/// One documented operation.
+#[derive(Debug, Clone)]
+pub struct RouteDoc {
+    pub method: Method,
+    pub path: String,
+    pub summary: String,
+    pub statuses: Vec<u16>,
+    pub has_body: bool,
+}
+
+/// Routes plus their documentation.
+pub struct Routes {
+    pub router: Router<AppState>,
+    pub docs: Vec<RouteDoc>,
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Self {
+            router: Router::new(),
+            docs: Vec::new(),
+        }
+    }
+}
+
+fn filter(m: &Method) -> MethodFilter {
+    match *m {
+        Method::GET => MethodFilter::GET,
+        Method::PUT => MethodFilter::PUT,
+        Method::POST => MethodFilter::POST,
+        Method::PATCH => MethodFilter::PATCH,
+        Method::DELETE => MethodFilter::DELETE,
+        Method::HEAD => MethodFilter::HEAD,
+        _ => MethodFilter::OPTIONS,
+    }
+}
+
+impl Routes {
+    /// Registers `handler` for `method path` and documents it.
+    pub fn add<H, T>(
+        mut self,
+        method: Method,
+        path: &str,
+        summary: String,
+        statuses: &[u16],
+        has_body: bool,
+        handler: H,
+    ) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.router = self.router.route(path, on(filter(&method), handler));
+        self.docs.push(RouteDoc {
+            method,
+            path: path.to_owned(),
+            summary,
+            statuses: statuses.to_vec(),
+            has_body,
+        });
+        self
+    }
+
+    /// Documents a route served by the fallback dispatcher.
+    pub fn doc(
+        mut self,
+        method: Method,
+        path: &str,
+        summary: &str,
+        statuses: &[u16],
+        has_body: bool,
+    ) -> Self {
+        self.docs.push(RouteDoc {
+            method,
+            path: path.to_owned(),
+            summary: summary.to_owned(),
+            statuses: statuses.to_vec(),
+            has_body,
+        });
+        self
+    }
+
+    /// The OpenAPI 3 document of every registered route.
+    pub fn openapi(&self) -> OpenApi {
+        let mut paths = PathsBuilder::new();
+        for d in &self.docs {
+            let mut op = OperationBuilder::new()
+                .summary(Some(d.summary.clone()))
+                .operation_id(Some(operation_id(d)));
+            for name in params(&d.path) {
+                op = op.parameter(
+                    ParameterBuilder::new()
+                        .name(name)
+                        .parameter_in(ParameterIn::Path)
+                        .required(Required::True),
+                );
+            }
+            op = op.parameter(
+                ParameterBuilder::new()
+                    .name("api-version")
+                    .parameter_in(ParameterIn::Query)
+                    .required(
+                        if d.path.starts_with("/subscriptions") || d.path.starts_with('{') {
+                            Required::True
+                        } else {
+                            Required::False
+                        },
+                    )
+                    .description(Some("YYYY-MM-DD or YYYY-MM-DD-preview")),
+            );
+            if d.has_body {
+                op = op.request_body(Some(
+                    RequestBodyBuilder::new()
+                        .content("application/json", ContentBuilder::new().build())
+                        .required(Some(Required::True))
+                        .build(),
+                ));
+            }
+            for s in &d.statuses {
+                op = op.response(
+                    s.to_string(),
+                    ResponseBuilder::new().description(describe(*s)).build(),
+                );
+            }
+            let m = match d.method {
+                Method::PUT => HttpMethod::Put,
+                Method::POST => HttpMethod::Post,
+                Method::PATCH => HttpMethod::Patch,
+                Method::DELETE => HttpMethod::Delete,
+                _ => HttpMethod::Get,
+            };
+            paths = paths.path(d.path.clone(), PathItem::new(m, op.build()));
+        }
+        OpenApiBuilder::new()
+            .info(
+                InfoBuilder::new()
+                    .title("sandpool")
+                    .version(env!("CARGO_PKG_VERSION"))
+                    .build(),
+            )
+            .paths(paths.build())
+            .build()
+    }
+}
+
+fn params(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn operation_id(d: &RouteDoc) -> String {
+    let mut id = d.method.as_str().to_lowercase();
+    for seg in d
+        .path
+        .split('/')
+        .filter(|s| !s.is_empty() && !s.starts_with('{'))
+    {
+        id.push('_');
+        id.push_str(&seg.replace('.', ""));
+    }
+    id
+}
+
+fn describe(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted; poll the absolute URL in Location",
+        204 => "No content",
+        400 => "Invalid request (Azure error body)",
+        404 => "Not found (Azure error body)",
+        409 => "Conflict (Azure error body)",
+        503 => "Unavailable (Azure error body)",
+        _ => "See the Azure error body",
+    }
+}
