@@ -1,8 +1,172 @@
-//! The `sandpool` command.
-fn main() {
-    if std::env::args().nth(1).as_deref() == Some("__sandbox-init") {
+//! The `sandpool` command: `sandpool serve` (the server) and the client commands that mirror
+//! the `az` commands of the tutorial. It owns argument parsing, logging setup, output
+//! formatting and exit codes; the server, client and template logic live in their crates.
+//!
+//! The sandbox runtime re-executes this binary as `sandpool __sandbox-init`; that path must
+//! run before any runtime, allocator-heavy parsing or logging is set up.
+
+mod args;
+mod auth;
+mod commands;
+mod output;
+mod units;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sandpool_client::{Client, ClientError};
+
+use args::{Cli, Command, Global, LogFormat, ServeArgs};
+
+fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "__sandbox-init")
+    {
         sandpool_sandbox::init_main();
     }
-    eprintln!("sandpool: not implemented");
-    std::process::exit(2);
+    let Cli { global, command } = Cli::parse();
+    match command {
+        Command::Serve(serve) => run_serve(&global, &serve),
+        Command::Doctor => doctor(&global),
+        other => run_client(&global, other),
+    }
+}
+
+/// Exit codes: 0 ok, 1 error, 2 usage (clap), 3 the resource does not exist (as `az` does).
+fn fail(err: &anyhow::Error) -> ExitCode {
+    if let Some(ce) = err.downcast_ref::<ClientError>() {
+        match ce.api() {
+            Some(api) => {
+                eprintln!("ERROR: ({}) {}", api.code, api.message);
+                if let Some(target) = &api.target {
+                    eprintln!("Target: {target}");
+                }
+                for d in &api.details {
+                    eprintln!("  ({}) {}", d.code, d.message);
+                }
+            }
+            None => eprintln!("ERROR: {ce}"),
+        }
+        return if ce.is_not_found() {
+            ExitCode::from(3)
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    eprintln!("ERROR: {err:#}");
+    ExitCode::FAILURE
+}
+
+fn print(g: &Global, value: &serde_json::Value) -> anyhow::Result<()> {
+    let value = match &g.query {
+        Some(q) => output::query(value, q)?,
+        None => value.clone(),
+    };
+    if let Some(text) = output::render(&value, g.output) {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        // A closed pipe (`| head`) is not an error worth reporting.
+        let _ = stdout.write_all(text.as_bytes());
+        let _ = stdout.flush();
+    }
+    Ok(())
+}
+
+fn run_client(g: &Global, command: Command) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    let result = rt.block_on(async {
+        let mut client = Client::new(&g.endpoint)?.with_subscription(g.subscription.clone());
+        if let Some(source) =
+            auth::token_source(g.access_token.as_deref(), &g.data_dir, &g.endpoint)
+        {
+            client = client.with_token(source);
+        }
+        commands::run(&client, command).await
+    });
+    match result.and_then(|v| match v {
+        Some(v) => print(g, &v),
+        None => Ok(()),
+    }) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+fn serve_config(g: &Global, a: &ServeArgs) -> sandpool_server::ServeConfig {
+    use sandpool_server::{ServeConfig, TlsMode};
+    let tls = match (&a.tls_cert, &a.tls_key, a.tls_self_signed) {
+        (Some(cert), Some(key), _) => TlsMode::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (_, _, true) => TlsMode::SelfSigned,
+        _ => TlsMode::None,
+    };
+    ServeConfig {
+        listen: a.listen,
+        data_dir: g.data_dir.clone(),
+        database_url: a.database_url.clone(),
+        public_url: a.public_url.clone(),
+        tls,
+        create_defaults: !a.no_defaults,
+        max_upload_size: a.max_upload_size,
+        command_retention: a.command_retention,
+        ..ServeConfig::default()
+    }
+}
+
+fn run_serve(g: &Global, a: &ServeArgs) -> ExitCode {
+    init_logging(a.log_format);
+    let config = serve_config(g, a);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    match rt.block_on(sandpool_server::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "sandpool serve failed");
+            fail(&e)
+        }
+    }
+}
+
+fn doctor(g: &Global) -> ExitCode {
+    let report = sandpool_sandbox::host_report();
+    let checks: Vec<serde_json::Value> = report
+        .checks
+        .iter()
+        .map(|c| serde_json::json!({"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix}))
+        .collect();
+    let value = serde_json::json!({"ok": report.ok(), "checks": checks});
+    if let Err(e) = print(g, &value) {
+        return fail(&e);
+    }
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -2,8 +2,15 @@
 //! and `#` comments, parameters, variables and the expressions listed in API.md.
 //!
 //! Pure: it turns a template and parameters into resources to apply; it applies nothing.
+//! It owns no wire types and does no I/O; the server maps [`TemplateError`] onto its error body.
+
+mod eval;
+mod expr;
+mod parse;
 
 use serde_json::Value;
+
+pub use parse::parse;
 
 /// Where a deployment is evaluated: what `resourceGroup()` and `subscription()` return.
 #[derive(Debug, Clone)]
@@ -38,18 +45,45 @@ pub struct TemplateError {
     pub target: Option<String>,
 }
 
-/// Parses template (or parameters) text: JSON that may hold `//`, `/* */` and `#` comments.
-pub fn parse(text: &str) -> Result<Value, TemplateError> {
-    let _ = text;
-    Err(TemplateError { code: "InvalidTemplate", message: "not implemented".into(), target: None })
+impl TemplateError {
+    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            target: None,
+        }
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::new(INVALID_TEMPLATE, message)
+    }
+
+    pub(crate) fn expression(message: impl Into<String>) -> Self {
+        Self::new(INVALID_EXPRESSION, message)
+    }
+
+    /// Sets the target unless a more precise one was already set deeper down.
+    pub(crate) fn at(mut self, target: &str) -> Self {
+        if self.target.is_none() && !target.is_empty() {
+            self.target = Some(target.to_string());
+        }
+        self
+    }
 }
 
+pub(crate) const INVALID_TEMPLATE: &str = "InvalidTemplate";
+pub(crate) const INVALID_EXPRESSION: &str = "InvalidTemplateExpression";
+pub(crate) const MISSING_PARAMETER: &str = "MissingDeploymentParameter";
+pub(crate) const INVALID_PARAMETER: &str = "InvalidDeploymentParameterValue";
+
 /// Evaluates `template` with `parameters` (either `{"p":{"value":…}}` or `{"p":…}`).
+///
+/// A whole parameters file (`{"$schema":…,"contentVersion":…,"parameters":{…}}`) is accepted
+/// too, because that is what users pass after `--parameters @file.json`.
 pub fn evaluate(
     template: &Value,
     parameters: &Value,
     ctx: &Context,
 ) -> Result<Vec<TemplateResource>, TemplateError> {
-    let _ = (template, parameters, ctx);
-    Err(TemplateError { code: "InvalidTemplate", message: "not implemented".into(), target: None })
+    eval::evaluate(template, parameters, ctx)
 }

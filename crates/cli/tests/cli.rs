@@ -1,0 +1,678 @@
+//! The real `sandpool` binary against a real server: CRUD, output formats, `--query`, exit
+//! codes, the tutorial's deployment, and `sandpool serve` itself.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sandpool_server::testing::{TestServer, TestStore};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sandpool");
+const SUB: &str = "00000000-0000-0000-0000-000000000000";
+
+fn run(endpoint: &str, data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--endpoint")
+        .arg(endpoint)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("SANDPOOL_ACCESS_TOKEN")
+        .env_remove("SANDPOOL_SUBSCRIPTION")
+        .output()
+        .expect("running the sandpool binary")
+}
+
+fn sp(server: &TestServer, args: &[&str]) -> Output {
+    run(&server.base_url, server.data_dir.path(), args)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs and expects success; answers stdout.
+fn ok(server: &TestServer, args: &[&str]) -> String {
+    let o = sp(server, args);
+    assert!(
+        o.status.success(),
+        "sandpool {args:?} failed: {}\n{}",
+        stderr(&o),
+        stdout(&o)
+    );
+    stdout(&o)
+}
+
+fn ok_json(server: &TestServer, args: &[&str]) -> Value {
+    let out = ok(server, args);
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("sandpool {args:?} printed non-JSON ({e}): {out}"))
+}
+
+#[tokio::test]
+async fn group_crud_and_not_found_exit_code() {
+    let server = TestServer::start(TestStore::Sqlite).await;
+    let g = ok_json(
+        &server,
+        &["group", "create", "-n", "cli-rg", "-l", "westeurope"],
+    );
+    assert_eq!(
+        g["id"],
+        format!("/subscriptions/{SUB}/resourceGroups/cli-rg")
+    );
+    assert_eq!(g["location"], "westeurope");
+    assert_eq!(
+        ok_json(&server, &["group", "show", "--name", "cli-rg"])["name"],
+        "cli-rg"
+    );
+
+    let table = ok(&server, &["group", "list", "-o", "table"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].contains("Name") && lines[0].contains("Location"),
+        "{table}"
+    );
+    assert!(lines[1].starts_with("---"), "{table}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("cli-rg") && l.contains("westeurope")),
+        "{table}"
+    );
+    assert!(lines.iter().any(|l| l.contains("default")), "{table}");
+
+    let names = ok(
+        &server,
+        &["group", "list", "--query", "[].name", "-o", "tsv"],
+    );
+    let mut names: Vec<&str> = names.lines().collect();
+    names.sort();
+    assert_eq!(names, ["cli-rg", "default"]);
+
+    let o = sp(&server, &["group", "delete", "-n", "cli-rg", "--yes"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty());
+    let o = sp(&server, &["group", "show", "-n", "cli-rg"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("(ResourceGroupNotFound)"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).is_empty());
+}
+
+#[tokio::test]
+async fn pool_crud_with_query_and_tsv() {
+    let server = TestServer::start(TestStore::Sqlite).await;
+    ok(
+        &server,
+        &["group", "create", "-n", "prg", "-l", "northeurope"],
+    );
+    let p = ok_json(
+        &server,
+        &[
+            "pool",
+            "create",
+            "-g",
+            "prg",
+            "-n",
+            "shellpool",
+            "--max-sessions",
+            "3",
+            "--ready-sessions",
+            "0",
+            "--cooldown-period",
+            "60",
+            "--network-status",
+            "EgressDisabled",
+            "--cpu",
+            "0.5",
+            "--memory",
+            "512Mi",
+        ],
+    );
+    // Location defaults to the group's.
+    assert_eq!(p["location"], "northeurope");
+    assert_eq!(p["properties"]["containerType"], "Shell");
+    assert_eq!(
+        p["properties"]["scaleConfiguration"]["maxConcurrentSessions"],
+        3
+    );
+    assert_eq!(
+        p["properties"]["sessionNetworkConfiguration"]["status"],
+        "EgressDisabled"
+    );
+
+    let max = ok(
+        &server,
+        &[
+            "pool",
+            "update",
+            "-g",
+            "prg",
+            "-n",
+            "shellpool",
+            "--max-sessions",
+            "7",
+            "--query",
+            "properties.scaleConfiguration.maxConcurrentSessions",
+            "-o",
+            "tsv",
+        ],
+    );
+    assert_eq!(max, "7\n");
+    let tsv = ok(
+        &server,
+        &[
+            "pool",
+            "show",
+            "-g",
+            "prg",
+            "-n",
+            "shellpool",
+            "--query",
+            "[name, location]",
+            "-o",
+            "tsv",
+        ],
+    );
+    // As with az: each element of a list on its own line.
+    assert_eq!(tsv, "shellpool\nnortheurope\n");
+    let state = ok(
+        &server,
+        &[
+            "pool",
+            "show",
+            "-g",
+            "prg",
+            "-n",
+            "shellpool",
+            "--query",
+            "properties.provisioningState",
+            "-o",
+            "tsv",
+        ],
+    );
+    assert_eq!(state, "Succeeded\n");
+
+    assert_eq!(
+        ok_json(&server, &["pool", "list", "-g", "prg"])
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    let all = ok(
+        &server,
+        &["pool", "list", "--query", "[].name", "-o", "tsv"],
+    );
+    assert!(
+        all.lines().any(|l| l == "shellpool") && all.lines().any(|l| l == "default"),
+        "{all}"
+    );
+
+    ok(&server, &["pool", "delete", "-g", "prg", "-n", "shellpool"]);
+    assert_eq!(
+        sp(&server, &["pool", "show", "-g", "prg", "-n", "shellpool"])
+            .status
+            .code(),
+        Some(3)
+    );
+}
+
+#[tokio::test]
+async fn server_rejections_and_usage_errors_exit_non_zero() {
+    let server = TestServer::start(TestStore::Sqlite).await;
+    let o = sp(
+        &server,
+        &[
+            "pool",
+            "create",
+            "-g",
+            "default",
+            "-n",
+            "py",
+            "--container-type",
+            "PythonLTS",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("(UnsupportedContainerType)") && stderr(&o).contains("Shell"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = sp(
+        &server,
+        &["pool", "create", "-g", "no-such-group", "-n", "p"],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+
+    let o = sp(
+        &server,
+        &[
+            "pool",
+            "create",
+            "-g",
+            "default",
+            "-n",
+            "p",
+            "--network-status",
+            "Sometimes",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "clap usage error: {}", stderr(&o));
+
+    let o = sp(
+        &server,
+        &["pool", "update", "-g", "default", "-n", "default"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("nothing to update"), "{}", stderr(&o));
+
+    let o = sp(
+        &server,
+        &["group", "show", "-n", "default", "--query", "[[["],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--query"), "{}", stderr(&o));
+
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let o = run(
+        &format!("http://{dead}"),
+        server.data_dir.path(),
+        &["group", "list"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot reach"), "{}", stderr(&o));
+}
+
+#[tokio::test]
+async fn identity_and_cluster_crud() {
+    let server = TestServer::start(TestStore::Sqlite).await;
+    let principal = ok(
+        &server,
+        &[
+            "identity",
+            "create",
+            "-g",
+            "default",
+            "-n",
+            "pool-uami",
+            "--query",
+            "properties.principalId",
+            "-o",
+            "tsv",
+        ],
+    );
+    assert!(
+        uuid::Uuid::parse_str(principal.trim()).is_ok(),
+        "{principal}"
+    );
+    let shown = ok(
+        &server,
+        &[
+            "identity",
+            "show",
+            "-g",
+            "default",
+            "-n",
+            "pool-uami",
+            "--query",
+            "properties.principalId",
+            "-o",
+            "tsv",
+        ],
+    );
+    assert_eq!(shown, principal);
+    assert_eq!(
+        ok(
+            &server,
+            &[
+                "identity",
+                "list",
+                "-g",
+                "default",
+                "--query",
+                "length(@)",
+                "-o",
+                "tsv"
+            ]
+        ),
+        "1\n"
+    );
+    ok(
+        &server,
+        &["identity", "delete", "-g", "default", "-n", "pool-uami"],
+    );
+    assert_eq!(
+        sp(
+            &server,
+            &["identity", "show", "-g", "default", "-n", "pool-uami"]
+        )
+        .status
+        .code(),
+        Some(3)
+    );
+
+    let c = ok_json(
+        &server,
+        &[
+            "cluster",
+            "create",
+            "-g",
+            "default",
+            "-n",
+            "runner",
+            "--cpu",
+            "1",
+            "--memory",
+            "256Mi",
+            "--pids",
+            "128",
+            "--egress",
+            "Disabled",
+            "--command-timeout",
+            "60",
+        ],
+    );
+    assert_eq!(c["properties"]["limits"]["memory"], "256Mi");
+    assert_eq!(c["properties"]["commandTimeoutInSeconds"], 60);
+    assert_eq!(
+        ok(
+            &server,
+            &["cluster", "list", "--query", "[].name", "-o", "tsv"]
+        ),
+        "runner\n"
+    );
+    assert_eq!(
+        ok_json(
+            &server,
+            &["cluster", "show", "-g", "default", "-n", "runner"]
+        )["name"],
+        "runner"
+    );
+    ok(
+        &server,
+        &["cluster", "delete", "-g", "default", "-n", "runner"],
+    );
+    assert_eq!(
+        sp(
+            &server,
+            &["cluster", "show", "-g", "default", "-n", "runner"]
+        )
+        .status
+        .code(),
+        Some(3)
+    );
+}
+
+#[tokio::test]
+async fn tutorial_template_deploys_and_resource_show_queries_it() {
+    let server = TestServer::start(TestStore::Sqlite).await;
+    ok(
+        &server,
+        &[
+            "group",
+            "create",
+            "--name",
+            "tutorial-rg",
+            "--location",
+            "North Central US",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deploy.json");
+    std::fs::write(
+        &file,
+        include_str!("../../template/tests/fixtures/tutorial.json"),
+    )
+    .unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let dep = ok_json(
+        &server,
+        &[
+            "deployment",
+            "create",
+            "--resource-group",
+            "tutorial-rg",
+            "--template-file",
+            &file,
+        ],
+    );
+    assert_eq!(dep["name"], "deploy");
+    assert_eq!(dep["properties"]["provisioningState"], "Succeeded", "{dep}");
+
+    let pool_id = format!("/subscriptions/{SUB}/resourceGroups/tutorial-rg/providers/Microsoft.App/sessionpools/myshellpool");
+    let shown = ok_json(
+        &server,
+        &[
+            "resource",
+            "show",
+            "--ids",
+            &pool_id,
+            "--query",
+            "{name:name, location:location, provisioningState:properties.provisioningState}",
+        ],
+    );
+    // ARM normalises locations ("North Central US" → "northcentralus"); accept either spelling.
+    let loc = shown["location"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase()
+        .replace(' ', "");
+    assert_eq!(loc, "northcentralus", "{shown}");
+    assert_eq!(
+        shown,
+        json!({"name": "myshellpool", "location": shown["location"].clone(), "provisioningState": "Succeeded"})
+    );
+}
+
+#[tokio::test]
+async fn deployment_parameters_and_template_errors() {
+    let server = TestServer::start(TestStore::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pool.json");
+    std::fs::write(
+        &file,
+        r#"{
+          // parameterised pool
+          "parameters": {
+            "poolName": {"type": "string"},
+            "max": {"type": "int", "defaultValue": 2}
+          },
+          "resources": [{
+            "type": "Microsoft.App/sessionPools", "apiVersion": "2025-02-02-preview",
+            "name": "[parameters('poolName')]", "location": "[resourceGroup().location]",
+            "properties": {"poolManagementType": "Dynamic", "containerType": "Shell",
+              "scaleConfiguration": {"maxConcurrentSessions": "[parameters('max')]"}}
+          }]
+        }"#,
+    )
+    .unwrap();
+    let file = file.to_string_lossy().into_owned();
+    ok(
+        &server,
+        &[
+            "deployment",
+            "create",
+            "-g",
+            "default",
+            "-n",
+            "d1",
+            "--template-file",
+            &file,
+            "--parameters",
+            "poolName=fromparam",
+            "max=4",
+        ],
+    );
+    let max = ok(
+        &server,
+        &[
+            "pool",
+            "show",
+            "-g",
+            "default",
+            "-n",
+            "fromparam",
+            "--query",
+            "properties.scaleConfiguration.maxConcurrentSessions",
+            "-o",
+            "tsv",
+        ],
+    );
+    assert_eq!(max, "4\n");
+
+    let o = sp(
+        &server,
+        &[
+            "deployment",
+            "create",
+            "-g",
+            "default",
+            "--template-file",
+            &file,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("(MissingDeploymentParameter)"),
+        "{}",
+        stderr(&o)
+    );
+
+    let broken = dir.path().join("broken.json");
+    std::fs::write(
+        &broken,
+        "{\n  \"resources\": [\n    {\"type\" \"x\"}\n  ]\n}",
+    )
+    .unwrap();
+    let o = sp(
+        &server,
+        &[
+            "deployment",
+            "create",
+            "-g",
+            "default",
+            "--template-file",
+            &broken.to_string_lossy(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("line 3"), "{}", stderr(&o));
+}
+
+/// Kills the child if the test fails before it stopped it.
+struct ChildGuard(Option<Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn serve_starts_with_defaults_and_stops_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    // A free port: bind, read, release. Another process could take it in between; then the
+    // server fails to bind and the test reports that rather than hanging.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &listen,
+            "--log-format",
+            "json",
+            "--command-retention",
+            "12h",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env_remove("SANDPOOL_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning sandpool serve");
+    let mut guard = ChildGuard(Some(child));
+    let endpoint = format!("http://{listen}");
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let group = loop {
+        let o = run(&endpoint, data.path(), &["group", "show", "-n", "default"]);
+        if o.status.success() {
+            break serde_json::from_slice::<Value>(&o.stdout).unwrap();
+        }
+        if let Some(c) = guard.0.as_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                panic!("sandpool serve exited early with {status}");
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server never became ready: {}",
+            stderr(&o)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(group["name"], "default");
+    let pool = run(
+        &endpoint,
+        data.path(),
+        &["pool", "show", "-g", "default", "-n", "default"],
+    );
+    assert!(pool.status.success(), "{}", stderr(&pool));
+    let pool: Value = serde_json::from_slice(&pool.stdout).unwrap();
+    assert_eq!(pool["properties"]["containerType"], "Shell");
+
+    let child = guard.0.take().unwrap();
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: signalling the child this test spawned and still owns (not yet reaped).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "serve exited with {}: {logs}",
+        out.status
+    );
+    // The JSON log format is really JSON: every line parses.
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok(),
+            "not a JSON log line: {line}"
+        );
+    }
+    assert!(
+        data.path().read_dir().unwrap().next().is_some(),
+        "the data dir holds the store"
+    );
+}
+
+#[test]
+fn serve_rejects_a_bad_retention_value() {
+    let o = Command::new(BIN)
+        .args(["serve", "--command-retention", "7 fortnights"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("command-retention"));
+}

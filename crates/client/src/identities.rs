@@ -1,0 +1,37 @@
+//! User-assigned identities.
+
+use sandpool_api::Resource;
+use serde_json::json;
+
+use crate::{ids, Client, ClientError};
+
+impl Client {
+    pub async fn create_identity(
+        &self,
+        rg: &str,
+        name: &str,
+        location: &str,
+    ) -> Result<Resource, ClientError> {
+        let body = json!({"location": location});
+        self.put_resource(&ids::identity(self.subscription(), rg, name), &body)
+            .await
+    }
+
+    pub async fn get_identity(&self, rg: &str, name: &str) -> Result<Resource, ClientError> {
+        self.get_resource(&ids::identity(self.subscription(), rg, name))
+            .await
+    }
+
+    pub async fn list_identities(&self, rg: Option<&str>) -> Result<Vec<Resource>, ClientError> {
+        self.list_resources(
+            &ids::collection(self.subscription(), rg, ids::IDENTITIES),
+            &[],
+        )
+        .await
+    }
+
+    pub async fn delete_identity(&self, rg: &str, name: &str) -> Result<(), ClientError> {
+        self.delete(&ids::identity(self.subscription(), rg, name))
+            .await
+    }
+}

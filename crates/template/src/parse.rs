@@ -1,0 +1,205 @@
+//! Template text → JSON value, tolerating the comments and trailing commas people write in
+//! templates.
+//!
+//! Comments and trailing commas are blanked out with spaces (newlines kept) rather than removed,
+//! so the line and column serde_json reports point into the user's original text.
+
+use serde_json::Value;
+
+use crate::TemplateError;
+
+/// Parses template (or parameters) text: JSON that may hold `//`, `/* */` and `#` comments.
+pub fn parse(text: &str) -> Result<Value, TemplateError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let blanked = blank_comments(text)?;
+    let blanked = blank_trailing_commas(&blanked);
+    serde_json::from_str(&blanked).map_err(|e| {
+        TemplateError::invalid(format!(
+            "template is not valid JSON at line {} column {}: {}",
+            e.line(),
+            e.column(),
+            describe(&e)
+        ))
+    })
+}
+
+/// serde_json's Display repeats the position; keep only the reason.
+fn describe(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    match full.rfind(" at line ") {
+        Some(i) => full[..i].to_string(),
+        None => full,
+    }
+}
+
+fn line_col(text: &str, byte: usize) -> (usize, usize) {
+    let before = &text[..byte];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before.chars().count(), |nl| {
+        before[nl + 1..].chars().count()
+    }) + 1;
+    (line, col)
+}
+
+/// Replaces every comment outside string literals with spaces, keeping newlines.
+fn blank_comments(text: &str) -> Result<String, TemplateError> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    let mut in_string = false;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            out.push(b);
+            if b == b'\\' && i + 1 < bytes.len() {
+                out.push(bytes[i + 1]);
+                i += 2;
+                continue;
+            }
+            if b == b'"' {
+                in_string = false;
+            }
+            i += 1;
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                out.push(b);
+                i += 1;
+            }
+            b'#' => i = blank_line(bytes, i, &mut out),
+            b'/' if bytes.get(i + 1) == Some(&b'/') => i = blank_line(bytes, i, &mut out),
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                let start = i;
+                let end = text[i + 2..]
+                    .find("*/")
+                    .map(|p| i + 2 + p + 2)
+                    .ok_or_else(|| {
+                        let (line, col) = line_col(text, start);
+                        TemplateError::invalid(format!(
+                            "unterminated /* comment starting at line {line} column {col}"
+                        ))
+                    })?;
+                for &c in &bytes[i..end] {
+                    out.push(if c == b'\n' || c == b'\r' { c } else { b' ' });
+                }
+                i = end;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    // Only ASCII bytes outside strings were replaced by ASCII spaces, so this cannot fail;
+    // fall back to the lossy form rather than panic should that reasoning ever break.
+    Ok(String::from_utf8(out)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+/// Blanks from `i` to the end of the line (exclusive); returns the index of the newline.
+fn blank_line(bytes: &[u8], mut i: usize, out: &mut Vec<u8>) -> usize {
+    while i < bytes.len() && bytes[i] != b'\n' {
+        // Keep the continuation bytes' count so columns of later lines are unaffected; replacing
+        // each byte of a multi-byte character with a space only shifts this (blank) line.
+        out.push(if bytes[i] == b'\r' { b'\r' } else { b' ' });
+        i += 1;
+    }
+    i
+}
+
+/// Replaces a comma that is followed (after whitespace) by `]` or `}` with a space.
+fn blank_trailing_commas(text: &str) -> String {
+    let mut out: Vec<u8> = text.as_bytes().to_vec();
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut pending_comma: Option<usize> = None;
+    for (i, &b) in text.as_bytes().iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                pending_comma = None;
+            }
+            b',' => pending_comma = Some(i),
+            b']' | b'}' => {
+                if let Some(c) = pending_comma.take() {
+                    out[c] = b' ';
+                }
+            }
+            b' ' | b'\t' | b'\n' | b'\r' => {}
+            _ => pending_comma = None,
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn line_comments_of_both_kinds_are_ignored() {
+        let v = parse("{\n  \"a\": 1, // one\n  \"b\": 2 # two\n}").unwrap();
+        assert_eq!(v, json!({"a": 1, "b": 2}));
+    }
+
+    #[test]
+    fn block_comments_are_ignored_even_across_lines() {
+        let v = parse("{/* x\n y */\"a\": /* in */ [1, 2]}").unwrap();
+        assert_eq!(v, json!({"a": [1, 2]}));
+    }
+
+    #[test]
+    fn comment_markers_inside_strings_stay() {
+        let v = parse(r##"{"s": "a#b//c/*d*/", "e": "q\"#x"}"##).unwrap();
+        assert_eq!(v, json!({"s": "a#b//c/*d*/", "e": "q\"#x"}));
+    }
+
+    #[test]
+    fn trailing_commas_are_tolerated() {
+        let v = parse("{\"a\": [1, 2, ], \"b\": {\"c\": 1, // c\n }, }").unwrap();
+        assert_eq!(v, json!({"a": [1, 2], "b": {"c": 1}}));
+    }
+
+    #[test]
+    fn commas_inside_strings_are_not_touched() {
+        let v = parse(r#"{"a": ",]", "b": ", }"}"#).unwrap();
+        assert_eq!(v, json!({"a": ",]", "b": ", }"}));
+    }
+
+    #[test]
+    fn syntax_error_reports_original_line_and_column() {
+        let err = parse("{\n  # comment\n  \"a\": 1,\n  \"b\" 2\n}").unwrap_err();
+        assert_eq!(err.code, "InvalidTemplate");
+        assert!(err.message.contains("line 4 column 7"), "{}", err.message);
+    }
+
+    #[test]
+    fn unterminated_block_comment_is_an_error_with_position() {
+        let err = parse("{\"a\": 1 /* never closed\n}").unwrap_err();
+        assert_eq!(err.code, "InvalidTemplate");
+        assert!(err.message.contains("line 1 column 9"), "{}", err.message);
+    }
+
+    #[test]
+    fn empty_and_non_utf8_safe_inputs_are_errors_not_panics() {
+        assert!(parse("").is_err());
+        assert!(parse("// only a comment").is_err());
+        assert_eq!(
+            parse("\u{feff}{\"ü\": \"é\"} # ∑").unwrap(),
+            json!({"ü": "é"})
+        );
+    }
+}
