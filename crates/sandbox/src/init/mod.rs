@@ -1,0 +1,54 @@
+//! The sandbox init: PID 1 of every sandbox.
+//!
+//! Started by the runtime (module `spawn`) as root of a fresh user namespace, it builds the root
+//! filesystem, locks itself down (capabilities, no_new_privs, seccomp, rlimits) and then serves
+//! the control socket the runtime bound for it (fd 3) on a single-threaded event loop.
+//! Setup errors go to the status pipe (fd 4) so the runtime can report them.
+
+mod files;
+mod rootfs;
+mod serve;
+
+use crate::spawn::FD_STATUS;
+use crate::{Limits, RootFs};
+use serde::{Deserialize, Serialize};
+
+/// Everything the init needs to know, passed as its last argument (JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InitConfig {
+    pub rootfs: RootFs,
+    pub limits: Limits,
+    pub hostname: String,
+    pub env: Vec<(String, String)>,
+    /// The sandbox joined a prepared network slot (do not touch the network).
+    pub egress: bool,
+    pub resolv_conf: String,
+}
+
+fn report_status(msg: &str) {
+    let line = format!("{msg}\n");
+    // SAFETY: writing a valid buffer to our status fd, then closing it.
+    unsafe {
+        libc::write(FD_STATUS, line.as_ptr().cast(), line.len());
+        libc::close(FD_STATUS);
+    }
+}
+
+pub fn main() -> ! {
+    let cfg = match std::env::args_os()
+        .last()
+        .and_then(|a| serde_json::from_slice::<InitConfig>(a.as_encoded_bytes()).ok())
+    {
+        Some(c) => c,
+        None => {
+            report_status("ERR init: missing or invalid configuration argument");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = rootfs::setup(&cfg) {
+        report_status(&format!("ERR {e}"));
+        std::process::exit(1);
+    }
+    report_status("OK");
+    serve::run(cfg)
+}

@@ -1,0 +1,584 @@
+//! Building the sandbox's view of the world and locking the init down.
+//!
+//! The mount dance follows bubblewrap's: a scratch tmpfs becomes the root with the host root at
+//! `/oldroot` (so sources, even under the host's `/tmp`, stay reachable), the new root is built
+//! under `/newroot` from binds of `/oldroot/...`, and a final `pivot_root` + detach drops every
+//! trace of the host tree.
+
+use super::InitConfig;
+use crate::sys::{cstr, cvt};
+use crate::{seccomp, RootFs};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+
+type R = Result<(), String>;
+
+fn ctx<T>(what: impl std::fmt::Display, r: io::Result<T>) -> Result<T, String> {
+    r.map_err(|e| format!("{what}: {e}"))
+}
+
+fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> R {
+    let c = |s: &str| cstr(s).map_err(|e| e.to_string());
+    let (src_c, tgt_c, fs_c, data_c) = (c(src)?, c(target)?, c(fstype)?, c(data)?);
+    // SAFETY: valid NUL-terminated strings; null data/fstype where empty.
+    let r = unsafe {
+        libc::mount(
+            src_c.as_ptr(),
+            tgt_c.as_ptr(),
+            if fstype.is_empty() {
+                std::ptr::null()
+            } else {
+                fs_c.as_ptr()
+            },
+            flags,
+            if data.is_empty() {
+                std::ptr::null()
+            } else {
+                data_c.as_ptr().cast()
+            },
+        )
+    };
+    ctx(
+        format!("mount {fstype} {src} on {target}"),
+        cvt(r).map(drop),
+    )
+}
+
+use crate::spawn::{MountAttr, AT_RECURSIVE, FD_IMAGE, MOUNT_ATTR_RDONLY};
+
+/// Read-only for a whole mount tree at once; a `MS_REMOUNT` would only touch the top mount and
+/// would have to repeat the source's locked flags.
+fn make_readonly(target: &str) -> R {
+    let t = cstr(target).map_err(|e| e.to_string())?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: raw mount_setattr with a valid path and attribute struct of the declared size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r == -1 {
+        return Err(format!(
+            "read-only {target}: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+fn bind(src: &str, target: &str, readonly: bool) -> R {
+    mount(src, target, "", libc::MS_BIND | libc::MS_REC, "")?;
+    if readonly {
+        make_readonly(target)?;
+    }
+    Ok(())
+}
+
+fn mkdir_p(p: &str, mode: u32) -> R {
+    if Path::new(p).is_dir() {
+        // Possibly an image's directory, owned by a uid we cannot map: leave it as it is.
+        return Ok(());
+    }
+    ctx(format!("mkdir {p}"), std::fs::create_dir_all(p))?;
+    ctx(
+        format!("chmod {p}"),
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)),
+    )
+}
+
+fn touch(p: &str) -> R {
+    ctx(
+        format!("create {p}"),
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(p)
+            .map(drop),
+    )
+}
+
+fn tmpfs(target: &str, size: u64, mode: &str) -> R {
+    mkdir_p(target, 0o755)?;
+    mount(
+        "tmpfs",
+        target,
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        &format!("size={size},mode={mode}"),
+    )
+}
+
+/// Mirrors a host entry into the new root: symlinks as symlinks, directories and files as
+/// read-only binds. Missing host entries are skipped.
+fn mirror(host: &str, new: &str) -> R {
+    let src = format!("/oldroot{host}");
+    let meta = match std::fs::symlink_metadata(&src) {
+        Ok(m) => m,
+        Err(_) => return Ok(()),
+    };
+    if meta.file_type().is_symlink() {
+        let target = ctx(format!("readlink {src}"), std::fs::read_link(&src))?;
+        return ctx(format!("symlink {new}"), symlink(target, new));
+    }
+    if meta.is_dir() {
+        mkdir_p(new, 0o755)?;
+    } else {
+        touch(new)?;
+    }
+    bind(&src, new, true)
+}
+
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
+
+/// Host `/etc` entries a userland needs (dynamic linker, certificates, Debian alternatives, ...).
+const ETC_ENTRIES: &[&str] = &[
+    "alternatives",
+    "bash.bashrc",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "debian_version",
+    "environment",
+    "gai.conf",
+    "host.conf",
+    "inputrc",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "login.defs",
+    "magic",
+    "mime.types",
+    "nsswitch.conf",
+    "os-release",
+    "perl",
+    "profile",
+    "profile.d",
+    "protocols",
+    "python3",
+    "services",
+    "ssl",
+    "timezone",
+    "pki",
+];
+
+fn synthetic_etc(cfg: &InitConfig) -> Vec<(&'static str, String)> {
+    let h = &cfg.hostname;
+    vec![
+        (
+            "passwd",
+            "root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000:user:/home/user:/bin/bash\n\
+             nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+                .into(),
+        ),
+        (
+            "group",
+            "root:x:0:\ntty:x:5:\nuser:x:1000:\nnogroup:x:65534:\n".into(),
+        ),
+        (
+            "hosts",
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{h}\n"
+            ),
+        ),
+        ("hostname", format!("{h}\n")),
+        ("resolv.conf", cfg.resolv_conf.clone()),
+    ]
+}
+
+pub fn setup(cfg: &InitConfig) -> R {
+    // SAFETY: unshare of the cgroup namespace: the runtime already put us into our cgroup, which
+    // becomes the root of what the sandbox sees.
+    ctx(
+        "unshare cgroup ns",
+        cvt(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) }),
+    )?;
+    mount("", "/", "", libc::MS_REC | libc::MS_PRIVATE, "")?;
+
+    // Scratch root; the host root moves to /oldroot.
+    mount(
+        "tmpfs",
+        "/tmp",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        "size=1m,mode=0755",
+    )?;
+    mkdir_p("/tmp/oldroot", 0o755)?;
+    mkdir_p("/tmp/newroot", 0o755)?;
+    pivot(Path::new("/tmp"), "oldroot")?;
+
+    let root = match &cfg.rootfs {
+        RootFs::Host => {
+            mount(
+                "tmpfs",
+                "/newroot",
+                "tmpfs",
+                libc::MS_NOSUID | libc::MS_NODEV,
+                "size=64m,mode=0755",
+            )?;
+            for d in SYSTEM_DIRS {
+                mirror(d, &format!("/newroot{d}"))?;
+            }
+            mkdir_p("/newroot/etc", 0o755)?;
+            for e in ETC_ENTRIES {
+                mirror(&format!("/etc/{e}"), &format!("/newroot/etc/{e}"))?;
+            }
+            "/newroot".to_string()
+        }
+        RootFs::Image(_) => {
+            // The runtime sent an idmapped copy of the image tree; attach it as the lower layer.
+            let tree = ctx("receive image mount", crate::spawn::recv_fd(FD_IMAGE))?;
+            // SAFETY: closing our inherited socket end.
+            unsafe { libc::close(FD_IMAGE) };
+            mkdir_p("/lower", 0o755)?;
+            // SAFETY: raw move_mount of a detached tree onto a directory of ours.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_move_mount,
+                    tree.as_raw_fd(),
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    c"/lower".as_ptr(),
+                    4u32, // MOVE_MOUNT_F_EMPTY_PATH
+                )
+            };
+            ctx("attach image", cvt(r as libc::c_int))?;
+            let lower = "/lower";
+            let upper_size = cfg.limits.tmp_bytes.max(64 << 20);
+            tmpfs("/layer", upper_size, "0755")?;
+            mkdir_p("/layer/upper", 0o755)?;
+            mkdir_p("/layer/work", 0o755)?;
+            mount(
+                "overlay",
+                "/newroot",
+                "overlay",
+                libc::MS_NOSUID | libc::MS_NODEV,
+                &format!("lowerdir={lower},upperdir=/layer/upper,workdir=/layer/work,userxattr"),
+            )?;
+            mkdir_p("/newroot/etc", 0o755)?;
+            "/newroot".to_string()
+        }
+    };
+
+    // Synthetic /etc files, written on the scratch root and bound in, so they work the same on
+    // an overlay whose /etc belongs to a uid the sandbox cannot map.
+    mkdir_p("/synth", 0o755)?;
+    for (name, content) in synthetic_etc(cfg) {
+        let src = format!("/synth/{name}");
+        ctx(format!("write {src}"), std::fs::write(&src, content))?;
+        let dst = format!("{root}/etc/{name}");
+        let _ = std::fs::remove_file(&dst);
+        touch(&dst)?;
+        bind(&src, &dst, false)?;
+    }
+
+    let l = &cfg.limits;
+    mkdir_p(&format!("{root}/root"), 0o700)?;
+    mkdir_p(&format!("{root}/run"), 0o755)?;
+    mkdir_p(&format!("{root}/var/tmp"), 0o1777)?;
+    tmpfs(&format!("{root}/tmp"), l.tmp_bytes, "1777")?;
+    tmpfs(&format!("{root}/home/user"), l.home_bytes, "0755")?;
+    tmpfs(&format!("{root}/mnt/data"), l.data_bytes, "0755")?;
+    setup_dev(&root)?;
+    setup_proc(&root)?;
+
+    if !cfg.hostname.is_empty() {
+        // SAFETY: valid buffer and length.
+        let r = unsafe { libc::sethostname(cfg.hostname.as_ptr().cast(), cfg.hostname.len()) };
+        ctx("sethostname", cvt(r))?;
+    }
+
+    pivot(Path::new(&root), ".")?;
+    if !cfg.egress {
+        ctx("bring up lo", loopback_up())?;
+    }
+    lock_down(cfg)
+}
+
+/// `pivot_root` into `new_root`, old root at `new_root/old` (`"."`: stacked and detached).
+fn pivot(new_root: &Path, old: &str) -> R {
+    let nr = cstr(new_root.as_os_str()).map_err(|e| e.to_string())?;
+    let old_c = cstr(old).map_err(|e| e.to_string())?;
+    let dot = c".";
+    let slash = c"/";
+    // SAFETY: plain syscalls on valid C strings.
+    unsafe {
+        ctx("chdir new root", cvt(libc::chdir(nr.as_ptr())))?;
+        ctx(
+            "pivot_root",
+            cvt(libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), old_c.as_ptr()) as libc::c_int),
+        )?;
+        if old == "." {
+            ctx(
+                "detach old root",
+                cvt(libc::umount2(dot.as_ptr(), libc::MNT_DETACH)),
+            )?;
+        }
+        ctx("chdir /", cvt(libc::chdir(slash.as_ptr())))?;
+    }
+    Ok(())
+}
+
+fn setup_dev(root: &str) -> R {
+    let dev = format!("{root}/dev");
+    mkdir_p(&dev, 0o755)?;
+    mount(
+        "tmpfs",
+        &dev,
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "size=64k,mode=0755",
+    )?;
+    for d in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let p = format!("{dev}/{d}");
+        touch(&p)?;
+        bind(&format!("/oldroot/dev/{d}"), &p, false)?;
+    }
+    mkdir_p(&format!("{dev}/pts"), 0o755)?;
+    mount(
+        "devpts",
+        &format!("{dev}/pts"),
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620,gid=5",
+    )?;
+    tmpfs(&format!("{dev}/shm"), 64 << 20, "1777")?;
+    for (name, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        ctx(
+            format!("symlink /dev/{name}"),
+            symlink(target, format!("{dev}/{name}")),
+        )?;
+    }
+    Ok(())
+}
+
+/// Files of /proc that leak host details or expose kernel knobs, covered by /dev/null.
+const PROC_MASKED_FILES: &[&str] = &[
+    "kcore",
+    "keys",
+    "key-users",
+    "timer_list",
+    "sched_debug",
+    "sysrq-trigger",
+    "kallsyms",
+    "kpagecount",
+    "kpageflags",
+    "kpagecgroup",
+    "latency_stats",
+];
+const PROC_MASKED_DIRS: &[&str] = &["acpi", "scsi", "asound", "firmware"];
+const PROC_READONLY: &[&str] = &["sys", "bus", "fs", "irq"];
+
+fn setup_proc(root: &str) -> R {
+    let proc_ = format!("{root}/proc");
+    mkdir_p(&proc_, 0o555)?;
+    mount(
+        "proc",
+        &proc_,
+        "proc",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        "",
+    )?;
+    for f in PROC_MASKED_FILES {
+        let p = format!("{proc_}/{f}");
+        if Path::new(&p).exists() {
+            bind(&format!("{root}/dev/null"), &p, false)?;
+        }
+    }
+    for d in PROC_MASKED_DIRS {
+        let p = format!("{proc_}/{d}");
+        if Path::new(&p).is_dir() {
+            mount("tmpfs", &p, "tmpfs", libc::MS_RDONLY, "size=0")?;
+        }
+    }
+    for d in PROC_READONLY {
+        let p = format!("{proc_}/{d}");
+        if Path::new(&p).exists() {
+            bind(&p, &p, true)?;
+        }
+    }
+    Ok(())
+}
+
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: an ioctl on a fresh datagram socket with a zeroed, NUL-terminated ifreq.
+    unsafe {
+        let s = cvt(libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0,
+        ))?;
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        let r = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req);
+        if r == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            let r2 = libc::ioctl(s, libc::SIOCSIFFLAGS, &req);
+            let e = io::Error::last_os_error();
+            libc::close(s);
+            if r2 != 0 {
+                return Err(e);
+            }
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        libc::close(s);
+        Err(e)
+    }
+}
+
+/// Docker's default capability set (no CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_NET_ADMIN, ...).
+const KEEP_CAPS: &[u32] = &[
+    0,  // CHOWN
+    1,  // DAC_OVERRIDE
+    3,  // FOWNER
+    4,  // FSETID
+    5,  // KILL
+    6,  // SETGID
+    7,  // SETUID
+    8,  // SETPCAP
+    10, // NET_BIND_SERVICE
+    13, // NET_RAW
+    18, // SYS_CHROOT
+    27, // MKNOD
+    29, // AUDIT_WRITE
+    31, // SETFCAP
+];
+
+fn lock_down(cfg: &InitConfig) -> R {
+    // The init keeps no host file open past this point: stderr was the host log.
+    // SAFETY: plain fd and prctl calls.
+    unsafe {
+        let null = c"/dev/null";
+        let fd = libc::open(null.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if fd >= 0 {
+            libc::dup2(fd, 2);
+            libc::close(fd);
+        }
+    }
+
+    let nofile = cfg.limits.nofile.max(64);
+    set_rlimit(libc::RLIMIT_CORE, 0)?;
+    set_rlimit(libc::RLIMIT_NOFILE, nofile)?;
+
+    let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(40);
+    for cap in 0..=last_cap {
+        if !KEEP_CAPS.contains(&cap) {
+            // SAFETY: prctl with integer arguments.
+            let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+            ctx(format!("drop capability {cap}"), cvt(r))?;
+        }
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    let mut mask = 0u64;
+    for c in KEEP_CAPS {
+        mask |= 1 << c;
+    }
+    capset(mask)?;
+    // SAFETY: prctl with integer arguments.
+    ctx(
+        "no_new_privs",
+        cvt(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }),
+    )?;
+    seccomp::apply().map_err(|e| format!("seccomp: {e}"))?;
+    // Non-dumpable, last (credential changes reset it): /proc/1 (fds, memory, environ) is
+    // closed to processes without CAP_SYS_PTRACE, i.e. to everything in the sandbox.
+    // SAFETY: prctl with integer arguments.
+    ctx(
+        "dumpable",
+        cvt(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }),
+    )?;
+    Ok(())
+}
+
+fn set_rlimit(res: libc::__rlimit_resource_t, want: u64) -> R {
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid rlimit pointers.
+    unsafe {
+        ctx("getrlimit", cvt(libc::getrlimit(res, &mut cur)))?;
+        // Only lowering is possible without CAP_SYS_RESOURCE in the initial namespace.
+        let v = want.min(cur.rlim_max);
+        let new = libc::rlimit {
+            rlim_cur: v,
+            rlim_max: v,
+        };
+        ctx("setrlimit", cvt(libc::setrlimit(res, &new)))?;
+    }
+    Ok(())
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+fn capset(mask: u64) -> R {
+    let hdr = CapHeader {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let lo = mask as u32;
+    let hi = (mask >> 32) as u32;
+    let data = [
+        CapData {
+            effective: lo,
+            permitted: lo,
+            inheritable: 0,
+        },
+        CapData {
+            effective: hi,
+            permitted: hi,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset with a v3 header and two data elements.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &hdr as *const CapHeader, data.as_ptr()) };
+    if r == -1 {
+        return Err(format!("capset: {}", io::Error::last_os_error()));
+    }
+    Ok(())
+}

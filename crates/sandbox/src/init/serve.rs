@@ -1,0 +1,560 @@
+//! The init's event loop: accepts control connections, runs commands, serves files, reaps.
+//!
+//! Single-threaded (tokio current_thread + LocalSet) so an idle sandbox costs little memory.
+//! As PID 1 the init reaps every process of the sandbox with `waitpid(-1)`; statuses of the
+//! commands it started are routed to their exec tasks, orphans are just collected.
+//! Output is sent through a bounded channel per connection: a slow host slows the command's
+//! output pipe down instead of growing a buffer, and output past the cap is read and dropped.
+
+use super::files::{self, FileError};
+use super::InitConfig;
+use crate::proto::{self, ErrorKind, ExecWire, Reply, Request, WireOutcome};
+use crate::spawn::FD_LISTENER;
+use crate::sys;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, oneshot};
+
+/// Stdin larger than this is refused (it is held in memory until the command starts).
+const MAX_STDIN: usize = 16 << 20;
+/// Most file chunk a ReadChunk returns.
+const MAX_READ: usize = 256 * 1024;
+
+struct Shared {
+    cfg: InitConfig,
+    /// Exit status waiters by pid.
+    waiters: RefCell<HashMap<i32, oneshot::Sender<i32>>>,
+}
+
+pub fn run(cfg: InitConfig) -> ! {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(_) => std::process::exit(3),
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, serve(cfg));
+    std::process::exit(0)
+}
+
+async fn serve(cfg: InitConfig) {
+    let shared = Rc::new(Shared {
+        cfg,
+        waiters: RefCell::new(HashMap::new()),
+    });
+    // Registered before any child exists, so no SIGCHLD is missed.
+    let Ok(mut sigchld) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
+    else {
+        std::process::exit(4)
+    };
+    let reaper = shared.clone();
+    tokio::task::spawn_local(async move {
+        loop {
+            reap(&reaper);
+            if sigchld.recv().await.is_none() {
+                return;
+            }
+        }
+    });
+
+    // SAFETY: fd 3 is the listening socket the runtime passed us.
+    let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(FD_LISTENER) };
+    // SAFETY: set close-on-exec so commands do not inherit the control socket.
+    unsafe { libc::fcntl(FD_LISTENER, libc::F_SETFD, libc::FD_CLOEXEC) };
+    if std_listener.set_nonblocking(true).is_err() {
+        std::process::exit(5);
+    }
+    let Ok(listener) = tokio::net::UnixListener::from_std(std_listener) else {
+        std::process::exit(5)
+    };
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::task::spawn_local(connection(shared.clone(), stream));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+fn reap(shared: &Shared) {
+    loop {
+        let mut status = 0;
+        // SAFETY: plain waitpid.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return;
+        }
+        if let Some(tx) = shared.waiters.borrow_mut().remove(&pid) {
+            let _ = tx.send(status);
+        }
+    }
+}
+
+type Tx = mpsc::Sender<Vec<u8>>;
+
+/// What the DATA frames of a request feed.
+enum Sink {
+    File {
+        path: String,
+        file: std::fs::File,
+        error: Option<FileError>,
+    },
+    Stdin {
+        req: ExecWire,
+        buf: Vec<u8>,
+        too_big: bool,
+    },
+}
+
+struct Conn {
+    shared: Rc<Shared>,
+    tx: Tx,
+    /// Process groups of running commands, by request id.
+    running: Rc<RefCell<HashMap<u64, i32>>>,
+    sinks: HashMap<u64, Sink>,
+    handles: HashMap<u64, std::fs::File>,
+    next_handle: u64,
+}
+
+async fn reply(tx: &Tx, id: u64, r: &Reply) {
+    let _ = tx.send(proto::encode_json(id, proto::K_REPLY, r)).await;
+}
+
+fn error_reply(e: FileError) -> Reply {
+    Reply::Error {
+        kind: e.kind,
+        message: e.message,
+    }
+}
+
+async fn connection(shared: Rc<Shared>, stream: tokio::net::UnixStream) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
+    tokio::task::spawn_local(async move {
+        while let Some(frame) = rx.recv().await {
+            if wr.write_all(&frame).await.is_err() {
+                // Keep draining so senders never block on a dead connection.
+                while rx.recv().await.is_some() {}
+                return;
+            }
+        }
+    });
+    let mut conn = Conn {
+        shared,
+        tx,
+        running: Rc::new(RefCell::new(HashMap::new())),
+        sinks: HashMap::new(),
+        handles: HashMap::new(),
+        next_handle: 1,
+    };
+    while let Ok(Some((id, kind, payload))) = proto::read_frame(&mut rd).await {
+        match kind {
+            proto::K_REQUEST => match serde_json::from_slice::<Request>(&payload) {
+                Ok(req) => conn.request(id, req).await,
+                Err(e) => {
+                    let r = Reply::Error {
+                        kind: ErrorKind::BadRequest,
+                        message: format!("bad request: {e}"),
+                    };
+                    reply(&conn.tx, id, &r).await;
+                }
+            },
+            proto::K_DATA => conn.data(id, &payload),
+            proto::K_END => conn.end(id).await,
+            _ => break,
+        }
+    }
+    // The host went away: commands it was waiting for are of no use to anyone.
+    for (_, pgid) in conn.running.borrow_mut().drain() {
+        // SAFETY: signalling a process group we created.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+}
+
+impl Conn {
+    async fn request(&mut self, id: u64, req: Request) {
+        let r = match req {
+            Request::Ping => Reply::Ok,
+            Request::Exec(params) => {
+                if params.stdin {
+                    self.sinks.insert(
+                        id,
+                        Sink::Stdin {
+                            req: params,
+                            buf: Vec::new(),
+                            too_big: false,
+                        },
+                    );
+                } else {
+                    self.start_exec(id, params, None);
+                }
+                return;
+            }
+            Request::Cancel { target } => {
+                if let Some(pgid) = self.running.borrow().get(&target) {
+                    // SAFETY: signalling a process group we created.
+                    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                }
+                return;
+            }
+            Request::Write { root, path } => {
+                match files::target(&root, &path).and_then(|t| files::create(&t).map(|f| (t, f))) {
+                    Ok((t, file)) => {
+                        self.sinks.insert(
+                            id,
+                            Sink::File {
+                                path: t.path,
+                                file,
+                                error: None,
+                            },
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        // The data frames that follow find no sink and are dropped.
+                        error_reply(e)
+                    }
+                }
+            }
+            Request::Open { root, path } => {
+                let opened = files::target(&root, &path).and_then(|t| {
+                    let fd = files::open(&t, libc::O_RDONLY)?;
+                    let info = files::fd_info(&t.path, &fd)?;
+                    Ok((fd, info))
+                });
+                match opened {
+                    Ok((_, info)) if info.is_dir => Reply::Error {
+                        kind: ErrorKind::Io,
+                        message: format!("{} is a directory", info.path),
+                    },
+                    Ok((fd, info)) => {
+                        let handle = self.next_handle;
+                        self.next_handle += 1;
+                        self.handles.insert(handle, std::fs::File::from(fd));
+                        Reply::Opened { handle, info }
+                    }
+                    Err(e) => error_reply(e),
+                }
+            }
+            Request::ReadChunk { handle, max } => {
+                let mut buf = vec![0u8; max.clamp(1, MAX_READ)];
+                let n = match self.handles.get_mut(&handle) {
+                    Some(f) => f.read(&mut buf),
+                    None => Err(std::io::Error::other("unknown handle")),
+                };
+                match n {
+                    Ok(n) => {
+                        let _ = self
+                            .tx
+                            .send(proto::encode(id, proto::K_FDATA, &buf[..n]))
+                            .await;
+                        return;
+                    }
+                    Err(e) => Reply::Error {
+                        kind: ErrorKind::Io,
+                        message: e.to_string(),
+                    },
+                }
+            }
+            Request::Close { handle } => {
+                self.handles.remove(&handle);
+                Reply::Ok
+            }
+            Request::List {
+                root,
+                path,
+                recursive,
+            } => match files::target(&root, &path).and_then(|t| files::list(&t, recursive)) {
+                Ok(infos) => Reply::Infos { infos },
+                Err(e) => error_reply(e),
+            },
+            Request::Stat { root, path } => {
+                match files::target(&root, &path).and_then(|t| files::stat(&t)) {
+                    Ok(info) => Reply::Info { info },
+                    Err(e) => error_reply(e),
+                }
+            }
+            Request::Remove { root, path } => {
+                match files::target(&root, &path).and_then(|t| files::remove(&t)) {
+                    Ok(()) => Reply::Ok,
+                    Err(e) => error_reply(e),
+                }
+            }
+        };
+        reply(&self.tx, id, &r).await;
+    }
+
+    fn data(&mut self, id: u64, payload: &[u8]) {
+        match self.sinks.get_mut(&id) {
+            Some(Sink::File { path, file, error }) if error.is_none() => {
+                if let Err(e) = file.write_all(payload) {
+                    *error = Some(FileError {
+                        kind: ErrorKind::Io,
+                        message: format!("{path}: {e}"),
+                    });
+                }
+            }
+            Some(Sink::Stdin { buf, too_big, .. }) => {
+                if buf.len() + payload.len() > MAX_STDIN {
+                    *too_big = true;
+                } else {
+                    buf.extend_from_slice(payload);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn end(&mut self, id: u64) {
+        match self.sinks.remove(&id) {
+            Some(Sink::File { path, file, error }) => {
+                let r = match error {
+                    Some(e) => error_reply(e),
+                    None => {
+                        let fd = OwnedFd::from(file);
+                        match files::fd_info(&path, &fd) {
+                            Ok(info) => Reply::Info { info },
+                            Err(e) => error_reply(e),
+                        }
+                    }
+                };
+                reply(&self.tx, id, &r).await;
+            }
+            Some(Sink::Stdin { req, buf, too_big }) => {
+                if too_big {
+                    let r = Reply::Error {
+                        kind: ErrorKind::BadRequest,
+                        message: format!("stdin larger than {MAX_STDIN} bytes"),
+                    };
+                    reply(&self.tx, id, &r).await;
+                } else {
+                    self.start_exec(id, req, Some(buf));
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn start_exec(&mut self, id: u64, p: ExecWire, stdin: Option<Vec<u8>>) {
+        let shared = self.shared.clone();
+        let tx = self.tx.clone();
+        let running = self.running.clone();
+        tokio::task::spawn_local(async move {
+            if let Err(msg) = exec(shared, &tx, id, p, stdin, running).await {
+                let r = Reply::Error {
+                    kind: ErrorKind::Io,
+                    message: msg,
+                };
+                reply(&tx, id, &r).await;
+            }
+        });
+    }
+}
+
+fn receiver(fd: OwnedFd) -> std::io::Result<pipe::Receiver> {
+    sys::set_nonblocking(&fd)?;
+    pipe::Receiver::from_owned_fd(fd)
+}
+
+/// Per-stream output state: bytes counted against the cap, truncation flag.
+struct Stream {
+    rx: Option<pipe::Receiver>,
+    kind: u8,
+    sent: usize,
+    truncated: bool,
+}
+
+impl Stream {
+    /// Forwards what fits under the cap; returns false at end of stream.
+    async fn forward(&mut self, tx: &Tx, id: u64, data: &[u8], limit: usize) {
+        let room = limit.saturating_sub(self.sent);
+        let take = data.len().min(room);
+        if take < data.len() {
+            self.truncated = true;
+        }
+        if take > 0 {
+            self.sent += take;
+            let _ = tx.send(proto::encode(id, self.kind, &data[..take])).await;
+        }
+    }
+
+    /// Reads what is already in the pipe without waiting (after the command exited).
+    async fn drain(&mut self, tx: &Tx, id: u64, buf: &mut [u8], limit: usize) {
+        while let Some(rx) = &self.rx {
+            match rx.try_read(buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let chunk = buf[..n].to_vec();
+                    self.forward(tx, id, &chunk, limit).await;
+                }
+            }
+        }
+        self.rx = None;
+    }
+}
+
+async fn read_opt(rx: &mut Option<pipe::Receiver>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match rx {
+        Some(r) => r.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn exec(
+    shared: Rc<Shared>,
+    tx: &Tx,
+    id: u64,
+    p: ExecWire,
+    stdin: Option<Vec<u8>>,
+    running: Rc<RefCell<HashMap<u64, i32>>>,
+) -> Result<(), String> {
+    let err = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    let (out_r, out_w) = sys::pipe().map_err(|e| err("pipe", e))?;
+    let (err_r, err_w) = if p.merge_output {
+        (None, out_w.try_clone().map_err(|e| err("dup", e))?)
+    } else {
+        let (r, w) = sys::pipe().map_err(|e| err("pipe", e))?;
+        (Some(r), w)
+    };
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(&p.command)
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("HOME", "/root")
+        .env("USER", "root")
+        .env("HOSTNAME", &shared.cfg.hostname)
+        .envs(shared.cfg.env.iter().map(|(k, v)| (k, v)))
+        .envs(p.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(p.cwd.as_deref().unwrap_or("/root"))
+        .process_group(0)
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w));
+    let stdin_w = match &stdin {
+        Some(_) => {
+            let (r, w) = sys::pipe().map_err(|e| err("pipe", e))?;
+            cmd.stdin(Stdio::from(r));
+            Some(w)
+        }
+        None => {
+            cmd.stdin(Stdio::null());
+            None
+        }
+    };
+    // SAFETY: runs in the child between fork and exec; only async-signal-safe calls.
+    unsafe {
+        cmd.pre_exec(|| {
+            // The init blocks nothing, but be explicit: commands start with default signals.
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            // The init is exempt from the OOM killer; its commands must not be.
+            let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
+            if fd >= 0 {
+                libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let child = cmd.spawn().map_err(|e| err("cannot start /bin/sh", e))?;
+    drop(cmd); // closes our copies of the write ends
+    let pid = child.id() as i32;
+    let (status_tx, mut status_rx) = oneshot::channel();
+    shared.waiters.borrow_mut().insert(pid, status_tx);
+    running.borrow_mut().insert(id, pid);
+
+    if let (Some(data), Some(w)) = (stdin, stdin_w) {
+        if let Ok(mut w) = sys::set_nonblocking(&w).and_then(|_| pipe::Sender::from_owned_fd(w)) {
+            tokio::task::spawn_local(async move {
+                let _ = w.write_all(&data).await;
+            });
+        }
+    }
+
+    let mut out = Stream {
+        rx: receiver(out_r).ok(),
+        kind: proto::K_STDOUT,
+        sent: 0,
+        truncated: false,
+    };
+    let mut errs = Stream {
+        rx: err_r.and_then(|r| receiver(r).ok()),
+        kind: proto::K_STDERR,
+        sent: 0,
+        truncated: false,
+    };
+    let limit = p.output_limit;
+    let mut buf = vec![0u8; proto::CHUNK];
+    let mut ebuf = vec![0u8; if p.merge_output { 0 } else { proto::CHUNK }];
+    let deadline = (p.timeout_ms > 0)
+        .then(|| tokio::time::Instant::now() + Duration::from_millis(p.timeout_ms));
+    let mut timed_out = false;
+    let status = loop {
+        tokio::select! {
+            r = read_opt(&mut out.rx, &mut buf) => match r {
+                Ok(n) if n > 0 => { let c = buf[..n].to_vec(); out.forward(tx, id, &c, limit).await }
+                _ => out.rx = None,
+            },
+            r = read_opt(&mut errs.rx, &mut ebuf) => match r {
+                Ok(n) if n > 0 => { let c = ebuf[..n].to_vec(); errs.forward(tx, id, &c, limit).await }
+                _ => errs.rx = None,
+            },
+            s = &mut status_rx => break s.unwrap_or(0),
+            _ = sleep_opt(deadline), if !timed_out => {
+                timed_out = true;
+                // SAFETY: signalling the command's own process group.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
+        }
+    };
+    let duration = started.elapsed();
+    running.borrow_mut().remove(&id);
+    if timed_out {
+        // Stragglers of the group that outlived the shell.
+        // SAFETY: as above.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+    out.drain(tx, id, &mut buf, limit).await;
+    errs.drain(tx, id, &mut buf, limit).await;
+    let (exit_code, signal) = if libc::WIFEXITED(status) {
+        (Some(libc::WEXITSTATUS(status)), None)
+    } else if libc::WIFSIGNALED(status) {
+        (None, Some(libc::WTERMSIG(status)))
+    } else {
+        (None, None)
+    };
+    let outcome = WireOutcome {
+        exit_code,
+        signal,
+        timed_out,
+        stdout_truncated: out.truncated,
+        stderr_truncated: errs.truncated,
+        duration_us: duration.as_micros() as u64,
+    };
+    reply(tx, id, &Reply::Exit { outcome }).await;
+    Ok(())
+}
+
+async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,342 @@
+//! Launching the init: one `clone` into fresh namespaces from the (multi-threaded) server.
+//!
+//! The child runs only async-signal-safe code (read, dup2, execve, _exit) on data prepared
+//! before the clone: it waits on a pipe until the parent has written its uid/gid maps and put it
+//! into its cgroup, then execs the init program. Forking a multi-threaded process without exec
+//! is only safe that way.
+
+use crate::sys::{self, cvt, cvt_l};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+/// Fds of the init, fixed so the init needs no arguments to find them.
+pub const FD_LISTENER: i32 = 3;
+pub const FD_STATUS: i32 = 4;
+/// Socket on which an image sandbox's init receives its idmapped image mount.
+pub const FD_IMAGE: i32 = 5;
+
+pub struct LaunchPlan<'a> {
+    pub program: &'a CString,
+    pub argv: Vec<CString>,
+    pub listener: &'a OwnedFd,
+    pub log: &'a OwnedFd,
+    /// Join this network namespace instead of creating one.
+    pub netns: Option<&'a Path>,
+    pub host_uid: u32,
+    pub uid_count: u32,
+    /// Image directory to hand to the init as an idmapped mount.
+    pub image: Option<&'a Path>,
+}
+
+pub struct Launched {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+    /// Read end of the status pipe: the init writes `OK\n` or `ERR <message>\n`.
+    pub status: OwnedFd,
+}
+
+/// Clones the init into new namespaces; `setup(pid)` runs after the maps are written and
+/// before the child may exec (it puts the child into its cgroup).
+pub fn launch(
+    plan: &LaunchPlan<'_>,
+    setup: impl FnOnce(i32) -> io::Result<()>,
+) -> io::Result<Launched> {
+    let devnull = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    let (sync_r, sync_w) = sys::pipe()?;
+    let (status_r, status_w) = sys::pipe()?;
+    // Sources must not sit on 0..=4, or a dup2 in the child would clobber one with another.
+    let c_sync = sys::dup_above(&sync_r, 10)?;
+    let c_status = sys::dup_above(&status_w, 10)?;
+    let c_listener = sys::dup_above(plan.listener, 10)?;
+    let c_log = sys::dup_above(plan.log, 10)?;
+    let c_null = sys::dup_above(&devnull, 10)?;
+    drop((sync_r, status_w, devnull));
+    let image_sock = match plan.image {
+        Some(_) => {
+            let (ours, theirs) = std::os::unix::net::UnixDatagram::pair()?;
+            Some((ours, sys::dup_above(&theirs, 10)?))
+        }
+        None => None,
+    };
+
+    let mut argv_ptrs: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let env_path = c"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    let envp: [*const libc::c_char; 2] = [env_path.as_ptr(), std::ptr::null()];
+    let child = ChildFds {
+        sync: c_sync.as_raw_fd(),
+        status: c_status.as_raw_fd(),
+        listener: c_listener.as_raw_fd(),
+        log: c_log.as_raw_fd(),
+        null: c_null.as_raw_fd(),
+        image: image_sock.as_ref().map_or(-1, |(_, t)| t.as_raw_fd()),
+        program: plan.program.as_ptr(),
+        argv: argv_ptrs.as_ptr(),
+        envp: envp.as_ptr(),
+    };
+
+    let mut flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS;
+    let pid = match plan.netns {
+        None => {
+            flags |= libc::CLONE_NEWNET;
+            clone_child(flags, &child)?
+        }
+        Some(path) => {
+            // setns changes the calling thread for good: do it on a throwaway thread.
+            let ns = std::fs::File::open(path)?;
+            let child = &child;
+            std::thread::scope(|s| {
+                s.spawn(move || {
+                    // SAFETY: setns on this thread with a valid nsfs descriptor.
+                    cvt(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) })?;
+                    clone_child(flags, child)
+                })
+                .join()
+                .map_err(|_| io::Error::other("clone thread panicked"))?
+            })?
+        }
+    };
+    drop((c_sync, c_status, c_listener, c_log, c_null));
+    let image_sock = image_sock.map(|(ours, _theirs)| ours);
+
+    let pidfd = sys::pidfd_open(pid);
+    let result = pidfd.and_then(|pidfd| {
+        write_maps(pid, plan.host_uid, plan.uid_count)?;
+        if let (Some(image), Some(sock)) = (plan.image, &image_sock) {
+            let tree =
+                idmapped_tree(image, pid).map_err(|e| sys::c_err("idmapped image mount", e))?;
+            send_fd(sock, &tree)?;
+        }
+        setup(pid)?;
+        // Release the child.
+        // SAFETY: writing one byte from a valid buffer.
+        cvt_l(unsafe { libc::write(sync_w.as_raw_fd(), b"g".as_ptr().cast(), 1) } as libc::c_long)?;
+        Ok(pidfd)
+    });
+    match result {
+        Ok(pidfd) => Ok(Launched {
+            pid,
+            pidfd,
+            status: status_r,
+        }),
+        Err(e) => {
+            // SAFETY: killing and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                let mut st = 0;
+                libc::waitpid(pid, &mut st, 0);
+            }
+            Err(e)
+        }
+    }
+}
+
+struct ChildFds {
+    sync: i32,
+    status: i32,
+    listener: i32,
+    log: i32,
+    null: i32,
+    image: i32,
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+}
+
+// SAFETY: the raw pointers point into buffers the launching function keeps alive until the
+// clone returned; the helper thread only reads them.
+unsafe impl Sync for ChildFds {}
+unsafe impl Send for ChildFds {}
+
+fn clone_child(flags: libc::c_int, c: &ChildFds) -> io::Result<i32> {
+    // SAFETY: a fork-like clone (no CLONE_VM, own copy of the address space). The child branch
+    // below only calls async-signal-safe functions on data prepared before the clone, then
+    // execs or exits; it never returns into Rust code of the parent.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: see above.
+        unsafe { child_exec(c) }
+    }
+    Ok(pid as i32)
+}
+
+unsafe fn child_exec(c: &ChildFds) -> ! {
+    let mut b = 0u8;
+    loop {
+        let n = libc::read(c.sync, (&mut b as *mut u8).cast(), 1);
+        if n == 1 {
+            break;
+        }
+        if n == -1 && *libc::__errno_location() == libc::EINTR {
+            continue;
+        }
+        // The parent gave up on us.
+        libc::_exit(1);
+    }
+    // Become the sandbox's root (host uid host_uid) for real: until now we ran as the host uid
+    // of the server, which the map leaves unmapped. Raw syscalls: glibc's wrappers would try
+    // to synchronise threads this copy of the process does not have. Supplementary groups of
+    // the server (host gid 0 among them) are dropped first.
+    if libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) == -1
+        || libc::syscall(libc::SYS_setresgid, 0u32, 0u32, 0u32) == -1
+        || libc::syscall(libc::SYS_setresuid, 0u32, 0u32, 0u32) == -1
+    {
+        let msg = b"ERR cannot switch to the sandbox's root user\n";
+        libc::write(c.status, msg.as_ptr().cast(), msg.len());
+        libc::_exit(125);
+    }
+    if libc::dup2(c.null, 0) == -1
+        || libc::dup2(c.null, 1) == -1
+        || libc::dup2(c.log, 2) == -1
+        || libc::dup2(c.listener, FD_LISTENER) == -1
+        || libc::dup2(c.status, FD_STATUS) == -1
+        || (c.image >= 0 && libc::dup2(c.image, FD_IMAGE) == -1)
+    {
+        libc::_exit(126);
+    }
+    libc::execve(c.program, c.argv, c.envp);
+    let msg = b"ERR cannot execute the init program\n";
+    libc::write(FD_STATUS, msg.as_ptr().cast(), msg.len());
+    libc::_exit(127);
+}
+
+/// The sandbox's uids and gids 0..count map to host_uid..host_uid+count. setgroups stays
+/// allowed (we map as a privileged parent) so the child can drop the server's supplementary
+/// groups; inside, only gids of the sandbox's own range can be set.
+fn write_maps(pid: i32, host_uid: u32, count: u32) -> io::Result<()> {
+    let map = format!("0 {host_uid} {count}\n");
+    std::fs::write(format!("/proc/{pid}/uid_map"), &map).map_err(|e| sys::c_err("uid_map", e))?;
+    std::fs::write(format!("/proc/{pid}/gid_map"), &map).map_err(|e| sys::c_err("gid_map", e))?;
+    Ok(())
+}
+
+#[repr(C)]
+pub struct MountAttr {
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    pub propagation: u64,
+    pub userns_fd: u64,
+}
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+pub const AT_RECURSIVE: libc::c_int = 0x8000;
+
+/// A detached, read-only copy of the image tree whose owners are shifted into the sandbox's
+/// user namespace: files of host uid 0 belong to the sandbox's root, so the overlay above it
+/// can copy them up. The image itself is never written.
+fn idmapped_tree(image: &Path, pid: i32) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let p = sys::path_c(image)?;
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    // SAFETY: raw open_tree with a valid path.
+    let fd = cvt_l(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE as libc::c_uint,
+        )
+    })?;
+    // SAFETY: fresh descriptor.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let userns = std::fs::File::open(format!("/proc/{pid}/ns/user"))?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: raw mount_setattr on the detached tree with an attribute struct of the given size.
+    cvt_l(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })?;
+    Ok(tree)
+}
+
+/// Buffers of a one-byte message carrying one descriptor.
+struct FdMsg {
+    byte: [u8; 1],
+    iov: libc::iovec,
+    cbuf: Vec<u64>,
+    msg: libc::msghdr,
+}
+
+impl FdMsg {
+    fn new() -> Box<FdMsg> {
+        // SAFETY: CMSG_SPACE is a pure computation.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
+        // SAFETY: all-zero iovec and msghdr are valid; the pointers are set just below, after
+        // the box gives the buffers a stable address.
+        let mut m = Box::new(FdMsg {
+            byte: [0],
+            iov: unsafe { std::mem::zeroed() },
+            cbuf: vec![0u64; space.div_ceil(8)],
+            msg: unsafe { std::mem::zeroed() },
+        });
+        m.iov.iov_base = m.byte.as_mut_ptr().cast();
+        m.iov.iov_len = 1;
+        m.msg.msg_iov = &mut m.iov;
+        m.msg.msg_iovlen = 1;
+        m.msg.msg_control = m.cbuf.as_mut_ptr().cast();
+        m.msg.msg_controllen = space as _;
+        m
+    }
+}
+
+fn send_fd(sock: &std::os::unix::net::UnixDatagram, fd: &OwnedFd) -> io::Result<()> {
+    let m = FdMsg::new();
+    // SAFETY: the control buffer holds one cmsghdr with room for one fd.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&m.msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>(), fd.as_raw_fd());
+        cvt_l(libc::sendmsg(sock.as_raw_fd(), &m.msg, 0) as libc::c_long)?;
+    }
+    Ok(())
+}
+
+/// The init's side of [`send_fd`].
+pub fn recv_fd(sock: i32) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let mut m = FdMsg::new();
+    // SAFETY: recvmsg into the buffers of `m`; the cmsg is checked before its data is read.
+    unsafe {
+        cvt_l(libc::recvmsg(sock, &mut m.msg, libc::MSG_CMSG_CLOEXEC) as libc::c_long)?;
+        let cmsg = libc::CMSG_FIRSTHDR(&m.msg);
+        if cmsg.is_null() || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+            return Err(io::Error::other("no descriptor received"));
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>());
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}

@@ -1,0 +1,189 @@
+//! Escape attempts: each test fails if the attempt succeeds.
+
+mod common;
+use common::*;
+use sandpool_sandbox::*;
+
+/// Runs a raw syscall from Python inside the sandbox; returns (result, errno).
+async fn syscall(sb: &Sandbox, nr: i64, args: &str) -> (i64, i64) {
+    let py = format!(
+        "import ctypes; l=ctypes.CDLL(None, use_errno=True); l.syscall.restype=ctypes.c_long; \
+         r=l.syscall({nr}{args}); print(r, ctypes.get_errno())"
+    );
+    let (code, out, err) = sh(sb, &format!("python3 -c '{py}'")).await;
+    assert_eq!(code, Some(0), "python failed: {err}");
+    let mut it = out.split_whitespace().map(|x| x.parse::<i64>().unwrap());
+    (it.next().unwrap(), it.next().unwrap())
+}
+
+struct Marker(std::path::PathBuf);
+impl Drop for Marker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_files_are_invisible_and_system_dirs_read_only() {
+    with_runtime("esc-files", |rt, dir| async move {
+        let marker = Marker(std::path::PathBuf::from(format!(
+            "/root/sandpool-escape-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        )));
+        std::fs::write(&marker.0, "secret").unwrap();
+        let sb = start(&rt).await;
+        let m = marker.0.display();
+        let state = dir.display();
+        let cmds = [
+            format!("cat {m}"),
+            "cat /etc/shadow".to_string(),
+            format!("ls {state}"),
+            "touch /usr/escape".to_string(),
+            "touch /bin/escape".to_string(),
+            "touch /etc/ssl/escape".to_string(),
+            "mount -o remount,rw /usr".to_string(),
+            "mount -t tmpfs none /mnt".to_string(),
+            "mknod /tmp/sda b 8 0".to_string(),
+            "unshare -U true".to_string(),
+            "unshare -m true".to_string(),
+            "ulimit -Hn 10000000".to_string(),
+            "ulimit -Hc unlimited".to_string(),
+            "readlink /proc/1/fd/2".to_string(),
+            "cat /proc/1/environ".to_string(),
+            "echo b > /proc/sysrq-trigger".to_string(),
+            "echo 1 > /proc/sys/kernel/panic".to_string(),
+            "test -s /proc/kcore".to_string(),
+            "ls /sys/class/net".to_string(),
+            "chroot / true && cd / && chroot . ls /oldroot".to_string(),
+        ];
+        for c in cmds {
+            let (code, out, _) = sh(&sb, &c).await;
+            assert_ne!(code, Some(0), "escape attempt succeeded: {c} -> {out}");
+        }
+        let (_, out, _) = sh(&sb, "grep CapEff /proc/self/status").await;
+        let caps = u64::from_str_radix(out.split_whitespace().nth(1).unwrap(), 16).unwrap();
+        assert_eq!(caps & (1 << 21), 0, "CAP_SYS_ADMIN present");
+        assert_eq!(caps & (1 << 19), 0, "CAP_SYS_PTRACE present");
+        assert_eq!(caps & (1 << 12), 0, "CAP_NET_ADMIN present");
+        let (_, out, _) = sh(&sb, "grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status").await;
+        assert_eq!(out, "NoNewPrivs:\t1\nSeccomp:\t2\n");
+        assert_eq!(
+            sh(&sb, "ls /dev | tr '\\n' ' '").await.1,
+            "fd full null ptmx pts random shm stderr stdin stdout tty urandom zero "
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dangerous_syscalls_are_denied() {
+    with_runtime("esc-sys", |rt, _| async move {
+        let sb = start(&rt).await;
+        #[cfg(target_arch = "x86_64")]
+        let calls: &[(&str, i64, &str)] = &[
+            ("io_uring_setup", 425, ", 8, ctypes.create_string_buffer(120)"),
+            ("bpf", 321, ", 0, 0, 0"),
+            ("keyctl", 250, ", 0, 0, 0"),
+            ("add_key", 248, ", b\"user\", b\"k\", b\"v\", 1, -2"),
+            ("perf_event_open", 298, ", 0, 0, -1, -1, 0"),
+            ("finit_module", 313, ", 0, b\"\", 0"),
+            ("init_module", 175, ", 0, 0, b\"\""),
+            ("kexec_load", 246, ", 0, 0, 0, 0"),
+            ("ptrace attach init", 101, ", 16, 1, 0, 0"),
+            ("unshare user", 272, ", 0x10000000"),
+            ("setns", 308, ", 0, 0"),
+            ("fsopen", 430, ", b\"tmpfs\", 0"),
+        ];
+        #[cfg(not(target_arch = "x86_64"))]
+        let calls: &[(&str, i64, &str)] = &[];
+        for (name, nr, args) in calls {
+            let (r, errno) = syscall(&sb, *nr, args).await;
+            assert_eq!(r, -1, "{name} succeeded");
+            assert_eq!(errno, libc::EPERM as i64, "{name} errno");
+        }
+        // Tracing a process of the sandbox itself is denied too (ptrace is off entirely).
+        let (code, _, _) = sh(&sb, "sleep 100 & P=$!; python3 -c \"import ctypes,sys; l=ctypes.CDLL(None); sys.exit(0 if l.ptrace(16, $P, 0, 0) == 0 else 1)\"").await;
+        assert_eq!(code, Some(1));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_processes_and_loopback_are_unreachable() {
+    with_runtime("esc-proc", |rt, _| async move {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sb = start(&rt).await;
+        let (code, _, _) = sh(&sb, &format!("echo x > /dev/tcp/127.0.0.1/{port}")).await;
+        assert_ne!(code, Some(0), "reached a host loopback listener");
+        assert!(
+            listener.accept().is_err(),
+            "the host listener saw a connection"
+        );
+        let (_, out, _) = sh(&sb, "ls /proc | grep -cE '^[0-9]+$'").await;
+        let n: u32 = out.trim().parse().unwrap();
+        assert!(n <= 4, "sandbox sees {n} processes");
+        let me = std::process::id();
+        let (code, _, _) = sh(&sb, &format!("grep -q sandbox /proc/{me}/cmdline")).await;
+        assert_ne!(code, Some(0), "host process visible");
+        // On the host, the sandbox's root is its own unprivileged uid.
+        let status = std::fs::read_to_string(format!("/proc/{}/status", sb.init_pid())).unwrap();
+        let uid_line = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap()
+            .to_string();
+        assert!(uid_line.contains(&sb.host_uid().to_string()), "{uid_line}");
+        assert!(sb.host_uid() >= 1_000_000);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandboxes_cannot_reach_each_other() {
+    with_runtime("esc-cross", |rt, _| async move {
+        let a = start(&rt).await;
+        let b = start(&rt).await;
+        assert_ne!(a.host_uid(), b.host_uid());
+        sh(
+            &a,
+            "echo secret > /tmp/secret; echo s > /mnt/data/s; sleep 1000 >/dev/null 2>&1 &",
+        )
+        .await;
+        let (code, _, _) = sh(&b, "cat /tmp/secret || cat /mnt/data/s").await;
+        assert_ne!(code, Some(0));
+        let (_, out, _) = sh(&b, "pgrep -c sleep || true").await;
+        assert_eq!(out.trim(), "0");
+        let pid = a.init_pid();
+        let (code, _, _) = sh(&b, &format!("kill -0 {pid}")).await;
+        assert_ne!(code, Some(0));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_symlinks_do_not_lead_the_files_api_out() {
+    with_runtime("esc-link", |rt, _| async move {
+        let sb = start(&rt).await;
+        let (code, _, err) = sh(&sb, "ln -s /etc/passwd /mnt/data/abs && ln -s ../../etc /mnt/data/up && ln -s /proc/self/root /mnt/data/magic && mkdir /mnt/data/d && ln -s ../x /mnt/data/d/rel && echo in > /mnt/data/x").await;
+        assert_eq!(code, Some(0), "{err}");
+        let data = sb.confined("/mnt/data");
+        for p in ["/mnt/data/abs", "/mnt/data/up/passwd", "/mnt/data/magic/etc/passwd"] {
+            assert!(matches!(data.read_file(p).await, Err(SandboxError::InvalidPath(_))), "{p}");
+            assert!(matches!(data.stat(p).await, Err(SandboxError::InvalidPath(_))), "{p}");
+            assert!(matches!(data.write_file(p, &b"x"[..]).await, Err(SandboxError::InvalidPath(_))), "{p}");
+        }
+        assert!(matches!(data.list_dir("/mnt/data/up", false).await, Err(SandboxError::InvalidPath(_))));
+        assert!(matches!(data.remove("/mnt/data/up/passwd").await, Err(SandboxError::InvalidPath(_))));
+        // A relative symlink that stays inside the root works.
+        assert_eq!(data.read_to_vec("/mnt/data/d/rel").await.unwrap(), b"in\n");
+        // Removing a symlink removes the link, not its target.
+        data.remove("/mnt/data/up").await.unwrap();
+        assert_eq!(sh(&sb, "test -d /etc && echo yes").await.1, "yes\n");
+        // The symlink was not followed on the host either: the host file is untouched.
+        assert!(std::fs::read_to_string("/etc/passwd").unwrap().contains("root:"));
+    })
+    .await;
+}
