@@ -1,0 +1,207 @@
+//! The runtime-level figures of issue 3: cold start to the first command's exit, warm exec round
+//! trip through the runtime interface, and host memory per idle sandbox.
+
+use crate::peers::{self, CrunBundle};
+use crate::report::{Report, Row, Target, Value};
+use crate::stats::Summary;
+use anyhow::{Context, Result};
+use sandpool_sandbox::{
+    ExecRequest, Limits, NetworkMode, RootFs, Runtime, RuntimeConfig, Sandbox, SandboxSpec,
+};
+use std::time::{Duration, Instant};
+
+fn spec(network: NetworkMode) -> SandboxSpec {
+    SandboxSpec {
+        id: None,
+        rootfs: RootFs::Host,
+        limits: Limits {
+            memory_bytes: Some(256 << 20),
+            pids: Some(256),
+            ..Limits::default()
+        },
+        network,
+        env: Vec::new(),
+        hostname: "bench".into(),
+    }
+}
+
+fn repeat(n: usize, mut f: impl FnMut() -> Result<Duration>) -> Result<Summary> {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        samples.push(f()?);
+    }
+    Ok(Summary::of(&samples))
+}
+
+async fn repeat_async<F, Fut>(n: usize, mut f: F) -> Result<Summary>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Duration>>,
+{
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        samples.push(f().await?);
+    }
+    Ok(Summary::of(&samples))
+}
+
+async fn exec_true(sandbox: &Sandbox) -> Result<Duration> {
+    let start = Instant::now();
+    let out = sandbox.exec_collect(ExecRequest::new("true")).await?;
+    let elapsed = start.elapsed();
+    anyhow::ensure!(out.outcome.exit_code == Some(0), "`true` failed: {:?}", out.outcome);
+    Ok(elapsed)
+}
+
+async fn cold_start(runtime: &Runtime, network: NetworkMode) -> Result<Duration> {
+    let start = Instant::now();
+    let sandbox = runtime.start(spec(network)).await?;
+    let out = sandbox.exec_collect(ExecRequest::new("true")).await;
+    let elapsed = start.elapsed();
+    sandbox.destroy().await?;
+    anyhow::ensure!(out?.outcome.exit_code == Some(0), "first command failed");
+    Ok(elapsed)
+}
+
+/// Memory the host no longer has available, from the kernel's own accounting.
+fn host_memory_in_use() -> Result<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
+    let field = |name: &str| -> Result<u64> {
+        let line = meminfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .with_context(|| format!("{name} missing from /proc/meminfo"))?;
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .context("malformed /proc/meminfo")?
+            .parse()?;
+        Ok(kib * 1024)
+    };
+    Ok(field("MemTotal:")? - field("MemAvailable:")?)
+}
+
+/// Runs the figures, then removes what the run set up on the host (bridge, nft table, cgroups)
+/// whether or not they succeeded.
+pub async fn run(iterations: usize, density: usize) -> Result<Report> {
+    let state = tempfile::Builder::new().prefix("sandpool-bench").tempdir()?;
+    let cgroup_parent = format!("sandpool-bench-{}", std::process::id());
+    let net = sandpool_net::NetConfig {
+        bridge: "spbench0".into(),
+        nft_table: "sandpool_bench".into(),
+        state_dir: state.path().join("netns"),
+        ..Default::default()
+    };
+    let report = measure(&state, &cgroup_parent, &net, iterations, density).await;
+    if let Err(e) = sandpool_net::NetPool::teardown_host(&net).await {
+        eprintln!("removing the bench's bridge: {e}");
+    }
+    if let Ok(cgroups) = sandpool_cgroups::CgroupManager::detect(&cgroup_parent) {
+        for dir in cgroups.parent_dirs() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    report
+}
+
+async fn measure(
+    state: &tempfile::TempDir,
+    cgroup_parent: &str,
+    net: &sandpool_net::NetConfig,
+    iterations: usize,
+    density: usize,
+) -> Result<Report> {
+    let exe = std::env::current_exe()?;
+    let mut config = RuntimeConfig::new(state.path().join("sandboxes"), exe);
+    config.init_args = vec!["__sandbox-init".into()];
+    config.cgroup_parent = cgroup_parent.to_string();
+    config.egress = Some(net.clone());
+    let runtime = Runtime::new(config).await?;
+    let mut report = Report::default();
+
+    let crun_true = CrunBundle::new(&["/bin/sh", "-c", "true"])?;
+    let fork_exec = repeat(iterations, || peers::fork_exec("true"))?;
+    let bwrap = repeat(iterations, || peers::bwrap("true"))?;
+    let crun = repeat(iterations.min(100), || crun_true.run())?;
+
+    let cold = repeat_async(iterations, || cold_start(&runtime, NetworkMode::None)).await?;
+    report.rows.push(Row {
+        figure: "cold start to first exit (no egress)".into(),
+        sandpool: Value::Latency(cold),
+        peers: vec![
+            ("fork+exec".into(), Value::Latency(fork_exec)),
+            ("bwrap".into(), Value::Latency(bwrap)),
+            ("crun run".into(), Value::Latency(crun)),
+        ],
+        target: Some(Target { peer: Some("bwrap"), at_most: 0.5 }),
+    });
+
+    let cold_egress =
+        repeat_async(iterations.min(100), || cold_start(&runtime, NetworkMode::Egress)).await?;
+    report.rows.push(Row {
+        figure: "cold start to first exit (egress slot)".into(),
+        sandpool: Value::Latency(cold_egress),
+        peers: vec![("crun run".into(), Value::Latency(crun))],
+        target: Some(Target { peer: Some("crun run"), at_most: 0.5 }),
+    });
+
+    let crun_idle = CrunBundle::new(&["/bin/sh", "-c", "sleep 3600"])?;
+    let container = crun_idle.start_detached()?;
+    let crun_exec = repeat(iterations, || container.exec("true"))?;
+    drop(container);
+    let warm_sandbox = runtime.start(spec(NetworkMode::None)).await?;
+    let warm = repeat_async(iterations, || exec_true(&warm_sandbox)).await;
+    warm_sandbox.destroy().await?;
+    report.rows.push(Row {
+        figure: "warm exec round trip (`true`)".into(),
+        sandpool: Value::Latency(warm?),
+        peers: vec![
+            ("fork+exec".into(), Value::Latency(fork_exec)),
+            ("crun exec".into(), Value::Latency(crun_exec)),
+        ],
+        target: Some(Target { peer: Some("fork+exec"), at_most: 1.5 }),
+    });
+
+    if density > 0 {
+        let before = host_memory_in_use()?;
+        let mut idle = Vec::with_capacity(density);
+        let mut started = Ok(());
+        for _ in 0..density {
+            match runtime.start(spec(NetworkMode::None)).await {
+                Ok(s) => idle.push(s),
+                Err(e) => {
+                    started = Err(e);
+                    break;
+                }
+            }
+        }
+        // Let the kernel settle lazily freed memory before reading.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = host_memory_in_use()?;
+        let mut charged = 0u64;
+        for s in &idle {
+            charged += s.stats().await?.memory_bytes;
+        }
+        let alive = idle.len().max(1) as f64;
+        for s in &idle {
+            s.destroy().await?;
+        }
+        started?;
+        report.rows.push(Row {
+            figure: format!("memory charged per idle sandbox ({density} alive, cgroup)"),
+            sandpool: Value::Quantity { value: charged as f64 / alive / 1024.0, unit: "KiB" },
+            peers: Vec::new(),
+            target: Some(Target { peer: None, at_most: 1024.0 }),
+        });
+        report.rows.push(Row {
+            figure: format!("host MemAvailable drop per idle sandbox ({density} alive)"),
+            sandpool: Value::Quantity {
+                value: after.saturating_sub(before) as f64 / alive / 1024.0,
+                unit: "KiB",
+            },
+            peers: Vec::new(),
+            target: None,
+        });
+    }
+    Ok(report)
+}
