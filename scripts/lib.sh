@@ -9,7 +9,7 @@ ensure_root() {
 
 # Debian packages the service and its tests use. Installed only when something is missing, so a
 # machine that has them does not need the package index.
-APT_PACKAGES=(ca-certificates gcc pkg-config iproute2 nftables postgresql python3 python3-pip)
+APT_PACKAGES=(ca-certificates gcc pkg-config iproute2 nftables postgresql python3 python3-pip python3-venv bubblewrap crun)
 install_packages() {
   local missing=()
   for p in "${APT_PACKAGES[@]}"; do
@@ -46,4 +46,18 @@ start_test_postgres() {
       -o \"-p $PG_PORT -k '$PG_DIR' -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off\" start >/dev/null"
   export SANDPOOL_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
   trap 'su postgres -s /bin/sh -c "'"$bindir"'/pg_ctl -D '"'$PG_DIR/data'"' -m immediate stop" >/dev/null 2>&1; rm -rf "'"$PG_DIR"'"' EXIT
+}
+
+# A virtualenv with the Azure SDK packages the compatibility tests drive (Debian's own python
+# refuses global pip installs). Exports PYTHON for the tests.
+ensure_python_sdk() {
+  local venv="${SANDPOOL_TEST_VENV:-$PWD/target/py-venv}"
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+  fi
+  if ! "$venv/bin/python" -c 'import azure.mgmt.appcontainers, azure.identity' 2>/dev/null; then
+    echo "sandpool: installing the Azure SDK packages into $venv" >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check azure-mgmt-appcontainers azure-identity
+  fi
+  export PYTHON="$venv/bin/python"
 }

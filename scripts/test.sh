@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 ensure_root
 install_packages
 ensure_rust
+ensure_python_sdk
 start_test_postgres   # exports SANDPOOL_TEST_DATABASE_URL, stops the cluster on exit
 
-cargo build --workspace --all-targets
 cargo test --workspace --no-fail-fast -- --test-threads="${SANDPOOL_TEST_THREADS:-4}"
