@@ -88,8 +88,11 @@ fn flag_rule(flag: u64) -> Result<Vec<SeccompRule>, String> {
     ])
 }
 
-/// Compiles both filters: (EPERM list, ENOSYS list).
-pub fn build() -> Result<(BpfProgram, BpfProgram), String> {
+/// Both compiled filters: (EPERM list, ENOSYS list).
+pub type Filters = (BpfProgram, BpfProgram);
+
+/// Compiles both filters.
+pub fn build() -> Result<Filters, String> {
     let arch = arch()?;
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         DENIED.iter().map(|&n| (n, Vec::new())).collect();
@@ -121,10 +124,9 @@ pub fn build() -> Result<(BpfProgram, BpfProgram), String> {
 }
 
 /// Installs the filters on the calling thread (inherited by everything it starts).
-pub fn apply() -> Result<(), String> {
-    let (eperm, enosys) = build()?;
-    apply_filter(&eperm).map_err(|e| e.to_string())?;
-    apply_filter(&enosys).map_err(|e| e.to_string())?;
+pub fn apply((eperm, enosys): &Filters) -> Result<(), String> {
+    apply_filter(eperm).map_err(|e| e.to_string())?;
+    apply_filter(enosys).map_err(|e| e.to_string())?;
     Ok(())
 }
 

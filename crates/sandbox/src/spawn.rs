@@ -1,9 +1,13 @@
 //! Launching the init: one `clone` into fresh namespaces from the (multi-threaded) server.
 //!
 //! The child runs only async-signal-safe code (read, dup2, execve, _exit) on data prepared
-//! before the clone: it waits on a pipe until the parent has written its uid/gid maps and put it
-//! into its cgroup, then execs the init program. Forking a multi-threaded process without exec
-//! is only safe that way.
+//! before the clone: it waits on a pipe until the parent has written its uid/gid maps, then
+//! execs the init program. Forking a multi-threaded process without exec is only safe that way.
+//!
+//! Moving a process into its cgroups is the slowest step of a start on cgroup v1 (each move waits
+//! for an RCU grace period), so the parent does it while the init execs and builds its root
+//! filesystem; the init waits on [`FD_CGROUP`] before it unshares its cgroup namespace and runs
+//! anything of the sandbox's.
 
 use crate::sys::{self, cvt, cvt_l};
 use std::ffi::CString;
@@ -16,6 +20,8 @@ pub const FD_LISTENER: i32 = 3;
 pub const FD_STATUS: i32 = 4;
 /// Socket on which an image sandbox's init receives its idmapped image mount.
 pub const FD_IMAGE: i32 = 5;
+/// Pipe on which the init receives one byte once it sits in its cgroup (EOF: setup failed).
+pub const FD_CGROUP: i32 = 6;
 
 pub struct LaunchPlan<'a> {
     pub program: &'a CString,
@@ -37,8 +43,9 @@ pub struct Launched {
     pub status: OwnedFd,
 }
 
-/// Clones the init into new namespaces; `setup(pid)` runs after the maps are written and
-/// before the child may exec (it puts the child into its cgroup).
+/// Clones the init into new namespaces; `setup(pid)` runs after the maps are written, while the
+/// child execs and builds its root; the init waits for it (via [`FD_CGROUP`]) before it runs
+/// anything of the sandbox's. `setup` puts the child into its cgroup.
 pub fn launch(
     plan: &LaunchPlan<'_>,
     setup: impl FnOnce(i32) -> io::Result<()>,
@@ -49,13 +56,15 @@ pub fn launch(
         .open("/dev/null")?;
     let (sync_r, sync_w) = sys::pipe()?;
     let (status_r, status_w) = sys::pipe()?;
-    // Sources must not sit on 0..=4, or a dup2 in the child would clobber one with another.
+    let (cgroup_r, cgroup_w) = sys::pipe()?;
+    // Sources must not sit on 0..=6, or a dup2 in the child would clobber one with another.
     let c_sync = sys::dup_above(&sync_r, 10)?;
     let c_status = sys::dup_above(&status_w, 10)?;
     let c_listener = sys::dup_above(plan.listener, 10)?;
     let c_log = sys::dup_above(plan.log, 10)?;
     let c_null = sys::dup_above(&devnull, 10)?;
-    drop((sync_r, status_w, devnull));
+    let c_cgroup = sys::dup_above(&cgroup_r, 10)?;
+    drop((sync_r, status_w, devnull, cgroup_r));
     let image_sock = match plan.image {
         Some(_) => {
             let (ours, theirs) = std::os::unix::net::UnixDatagram::pair()?;
@@ -74,6 +83,7 @@ pub fn launch(
         listener: c_listener.as_raw_fd(),
         log: c_log.as_raw_fd(),
         null: c_null.as_raw_fd(),
+        cgroup: c_cgroup.as_raw_fd(),
         image: image_sock.as_ref().map_or(-1, |(_, t)| t.as_raw_fd()),
         program: plan.program.as_ptr(),
         argv: argv_ptrs.as_ptr(),
@@ -105,7 +115,7 @@ pub fn launch(
             })?
         }
     };
-    drop((c_sync, c_status, c_listener, c_log, c_null));
+    drop((c_sync, c_status, c_listener, c_log, c_null, c_cgroup));
     let image_sock = image_sock.map(|(ours, _theirs)| ours);
 
     let pidfd = sys::pidfd_open(pid);
@@ -116,10 +126,10 @@ pub fn launch(
                 idmapped_tree(image, pid).map_err(|e| sys::c_err("idmapped image mount", e))?;
             send_fd(sock, &tree)?;
         }
+        // Release the child: it may exec now, and waits for the cgroup byte below later.
+        write_byte(&sync_w, b'g')?;
         setup(pid)?;
-        // Release the child.
-        // SAFETY: writing one byte from a valid buffer.
-        cvt_l(unsafe { libc::write(sync_w.as_raw_fd(), b"g".as_ptr().cast(), 1) } as libc::c_long)?;
+        write_byte(&cgroup_w, b'c')?;
         Ok(pidfd)
     });
     match result {
@@ -135,9 +145,50 @@ pub fn launch(
                 let mut st = 0;
                 libc::waitpid(pid, &mut st, 0);
             }
-            Err(e)
+            // The child already ran: if it failed on its own, its reason beats ours.
+            Err(child_error(&status_r).unwrap_or(e))
         }
     }
+}
+
+/// The `ERR` line a dead child left on its status pipe, if any. Non-blocking: a sibling
+/// launch's child may still hold a copy of the write end until it execs.
+fn child_error(status: &OwnedFd) -> Option<io::Error> {
+    sys::set_nonblocking(status).ok()?;
+    let mut buf = [0u8; 512];
+    // SAFETY: reading into a valid buffer.
+    let n = unsafe { libc::read(status.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    let text = String::from_utf8_lossy(buf.get(..usize::try_from(n).ok()?)?);
+    let msg = text.lines().next()?.strip_prefix("ERR ")?;
+    Some(io::Error::other(msg.to_string()))
+}
+
+fn write_byte(fd: &OwnedFd, b: u8) -> io::Result<()> {
+    // SAFETY: writing one byte from a valid buffer.
+    cvt_l(unsafe { libc::write(fd.as_raw_fd(), (&b as *const u8).cast(), 1) } as libc::c_long)
+        .map(drop)
+}
+
+/// The init's side of [`FD_CGROUP`]: returns once the runtime has put it into its cgroup.
+pub fn wait_for_cgroup() -> io::Result<()> {
+    let mut b = 0u8;
+    let r = loop {
+        // SAFETY: reading one byte into a valid buffer from our inherited pipe.
+        let n = unsafe { libc::read(FD_CGROUP, (&mut b as *mut u8).cast(), 1) };
+        if n == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        break match n {
+            1 => Ok(()),
+            -1 => Err(io::Error::last_os_error()),
+            _ => Err(io::Error::other(
+                "the runtime gave up before the cgroup was ready",
+            )),
+        };
+    };
+    // SAFETY: closing our inherited pipe end; nothing else uses it.
+    unsafe { libc::close(FD_CGROUP) };
+    r
 }
 
 struct ChildFds {
@@ -146,6 +197,7 @@ struct ChildFds {
     listener: i32,
     log: i32,
     null: i32,
+    cgroup: i32,
     image: i32,
     program: *const libc::c_char,
     argv: *const *const libc::c_char,
@@ -211,6 +263,7 @@ unsafe fn child_exec(c: &ChildFds) -> ! {
         || libc::dup2(c.log, 2) == -1
         || libc::dup2(c.listener, FD_LISTENER) == -1
         || libc::dup2(c.status, FD_STATUS) == -1
+        || libc::dup2(c.cgroup, FD_CGROUP) == -1
         || (c.image >= 0 && libc::dup2(c.image, FD_IMAGE) == -1)
     {
         libc::_exit(126);

@@ -334,3 +334,39 @@ async fn bad_specs_are_refused() {
     })
     .await;
 }
+
+/// What a command inherits from the init's vfork-style start: no OOM exemption, default
+/// signal dispositions and an empty mask, its own process group, the request's environment
+/// winning over the spec's, and a stdin whose writer is not left hanging when it exits unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_start_clean() {
+    with_runtime("startclean", |rt, _| async move {
+        let spec = SandboxSpec {
+            env: vec![("WHO".into(), "spec".into())],
+            ..Default::default()
+        };
+        let sb = rt.start(spec).await.expect("start");
+        let mut r = req(concat!(
+            "cat /proc/self/oom_score_adj; ",
+            // Builtins only: the shell blocks signals while it waits for a child.
+            "while read k v; do case $k in SigBlk:|SigIgn:) echo $k $v;; esac; done < /proc/$$/status; ",
+            "read pid comm state ppid pgrp rest < /proc/$$/stat; ",
+            "[ \"$pgrp\" = \"$$\" ] && echo own-group; ",
+            "echo $WHO"
+        ));
+        r.env = vec![("WHO".into(), "request".into())];
+        let o = sb.exec_collect(r).await.unwrap();
+        assert_eq!(o.outcome.exit_code, Some(0), "{}", text(&o.stderr));
+        assert_eq!(
+            text(&o.stdout),
+            "0\nSigBlk: 0000000000000000\nSigIgn: 0000000000000000\nown-group\nrequest\n"
+        );
+
+        let mut r = req("exit 3");
+        r.stdin = Some(Bytes::from(vec![b'x'; 4 << 20]));
+        let o = sb.exec_collect(r).await.unwrap();
+        assert_eq!(o.outcome.exit_code, Some(3));
+        assert_eq!(sh(&sb, "echo ok").await.1, "ok\n");
+    })
+    .await;
+}

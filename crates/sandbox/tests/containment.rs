@@ -100,3 +100,25 @@ async fn stats_report_usage() {
     })
     .await;
 }
+
+/// The runtime moves the init into its cgroup while the init builds its root; the init must
+/// root its cgroup namespace only after that move, so commands see their own cgroup as `/` in
+/// every hierarchy (a path such as `/../sandpool-…` would mean the namespace was rooted early).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_sit_at_the_root_of_their_cgroup_namespace() {
+    with_runtime("cgroupns", |rt, _| async move {
+        let sb = start(&rt).await;
+        let (code, out, err) = sh(&sb, "cat /proc/self/cgroup").await;
+        assert_eq!(code, Some(0), "{err}");
+        assert!(!out.trim().is_empty());
+        for line in out.lines() {
+            assert!(
+                line.ends_with(":/"),
+                "not at the namespace root: {line}\n{out}"
+            );
+        }
+        let s = sb.stats().await.unwrap();
+        assert!(s.pids >= 1, "the init is not in its cgroup: {s:?}");
+    })
+    .await;
+}

@@ -5,6 +5,7 @@
 //! the control socket the runtime bound for it (fd 3) on a single-threaded event loop.
 //! Setup errors go to the status pipe (fd 4) so the runtime can report them.
 
+mod command;
 mod files;
 mod rootfs;
 mod serve;

@@ -201,12 +201,6 @@ fn synthetic_etc(cfg: &InitConfig) -> Vec<(&'static str, String)> {
 }
 
 pub fn setup(cfg: &InitConfig) -> R {
-    // SAFETY: unshare of the cgroup namespace: the runtime already put us into our cgroup, which
-    // becomes the root of what the sandbox sees.
-    ctx(
-        "unshare cgroup ns",
-        cvt(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) }),
-    )?;
     mount("", "/", "", libc::MS_REC | libc::MS_PRIVATE, "")?;
 
     // Scratch root; the host root moves to /oldroot.
@@ -306,7 +300,17 @@ pub fn setup(cfg: &InitConfig) -> R {
     if !cfg.egress {
         ctx("bring up lo", loopback_up())?;
     }
-    lock_down(cfg)
+    // Compiled while the runtime may still be busy with our cgroup, off the critical path.
+    let filters = seccomp::build().map_err(|e| format!("seccomp: {e}"))?;
+    // The runtime moves us into our cgroup while we build the root; it must be done before the
+    // cgroup namespace is rooted there and before anything of the sandbox's runs.
+    ctx("wait for the cgroup", crate::spawn::wait_for_cgroup())?;
+    // SAFETY: unshare of the cgroup namespace: our cgroup becomes the root the sandbox sees.
+    ctx(
+        "unshare cgroup ns",
+        cvt(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) }),
+    )?;
+    lock_down(cfg, &filters)
 }
 
 /// `pivot_root` into `new_root`, old root at `new_root/old` (`"."`: stacked and detached).
@@ -466,7 +470,7 @@ const KEEP_CAPS: &[u32] = &[
     31, // SETFCAP
 ];
 
-fn lock_down(cfg: &InitConfig) -> R {
+fn lock_down(cfg: &InitConfig, filters: &seccomp::Filters) -> R {
     // The init keeps no host file open past this point: stderr was the host log.
     // SAFETY: plain fd and prctl calls.
     unsafe {
@@ -513,7 +517,7 @@ fn lock_down(cfg: &InitConfig) -> R {
         "no_new_privs",
         cvt(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }),
     )?;
-    seccomp::apply().map_err(|e| format!("seccomp: {e}"))?;
+    seccomp::apply(filters).map_err(|e| format!("seccomp: {e}"))?;
     // Non-dumpable, last (credential changes reset it): /proc/1 (fds, memory, environ) is
     // closed to processes without CAP_SYS_PTRACE, i.e. to everything in the sandbox.
     // SAFETY: prctl with integer arguments.

@@ -6,6 +6,7 @@
 //! Output is sent through a bounded channel per connection: a slow host slows the command's
 //! output pipe down instead of growing a buffer, and output past the cap is read and dropped.
 
+use super::command;
 use super::files::{self, FileError};
 use super::InitConfig;
 use crate::proto::{self, ErrorKind, ExecWire, Reply, Request, WireOutcome};
@@ -14,9 +15,7 @@ use crate::sys;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -428,54 +427,46 @@ async fn exec(
         let (r, w) = sys::pipe().map_err(|e| err("pipe", e))?;
         (Some(r), w)
     };
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(&p.command)
-        .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env("HOME", "/root")
-        .env("USER", "root")
-        .env("HOSTNAME", &shared.cfg.hostname)
-        .envs(shared.cfg.env.iter().map(|(k, v)| (k, v)))
-        .envs(p.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(p.cwd.as_deref().unwrap_or("/root"))
-        .process_group(0)
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(err_w));
-    let stdin_w = match &stdin {
-        Some(_) => {
-            let (r, w) = sys::pipe().map_err(|e| err("pipe", e))?;
-            cmd.stdin(Stdio::from(r));
-            Some(w)
-        }
+    let stdin_pipe = match &stdin {
+        Some(_) => Some(sys::pipe().map_err(|e| err("pipe", e))?),
+        None => None,
+    };
+    let null;
+    let stdin_r = match &stdin_pipe {
+        Some((r, _)) => r.as_raw_fd(),
         None => {
-            cmd.stdin(Stdio::null());
-            None
+            null = std::fs::File::open("/dev/null").map_err(|e| err("/dev/null", e))?;
+            null.as_raw_fd()
         }
     };
-    // SAFETY: runs in the child between fork and exec; only async-signal-safe calls.
-    unsafe {
-        cmd.pre_exec(|| {
-            // The init blocks nothing, but be explicit: commands start with default signals.
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            // The init is exempt from the OOM killer; its commands must not be.
-            let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
-            if fd >= 0 {
-                libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-            }
-            Ok(())
-        });
-    }
+    let path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    let fixed = [
+        ("PATH", path),
+        ("HOME", "/root"),
+        ("USER", "root"),
+        ("HOSTNAME", shared.cfg.hostname.as_str()),
+    ];
+    let env = fixed
+        .into_iter()
+        .chain(shared.cfg.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .chain(p.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let cwd = p.cwd.as_deref().unwrap_or("/root");
+    let spawn = command::Spawn::shell(
+        &p.command,
+        env,
+        cwd,
+        [stdin_r, out_w.as_raw_fd(), err_w.as_raw_fd()],
+    )
+    .map_err(|e| err("cannot start /bin/sh", e))?;
     let started = Instant::now();
-    let child = cmd.spawn().map_err(|e| err("cannot start /bin/sh", e))?;
-    drop(cmd); // closes our copies of the write ends
-    let pid = child.id() as i32;
+    let pid = command::spawn(&spawn).map_err(|e| err("cannot start /bin/sh", e))?;
+    // Our copies of the child's ends: EOF on the output pipes must come from the command alone.
+    drop((out_w, err_w));
+    // The read end belongs to the command: with ours closed, a writer sees EPIPE once it exits.
+    let stdin_w = stdin_pipe.map(|(r, w)| {
+        drop(r);
+        w
+    });
     let (status_tx, mut status_rx) = oneshot::channel();
     shared.waiters.borrow_mut().insert(pid, status_tx);
     running.borrow_mut().insert(id, pid);

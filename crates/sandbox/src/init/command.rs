@@ -1,0 +1,192 @@
+//! Starting a command from the init with a vfork-style clone (`CLONE_VM | CLONE_VFORK`).
+//!
+//! `std::process::Command` falls back to a full `fork` as soon as a `pre_exec` hook is set, and
+//! the init needs one (commands must leave the init's OOM exemption behind before they run).
+//! Copying the init's page tables for every command is the largest avoidable cost of a warm
+//! exec, so the child borrows the init's memory until it execs, like `posix_spawn` does.
+//!
+//! The child runs on its own small stack and only makes plain syscalls on data prepared before
+//! the clone. Signals stay blocked in the parent while the child shares its memory, and the
+//! child resets every signal disposition to its default before unblocking, so no handler of the
+//! init ever runs on the shared memory.
+
+use crate::sys::cstr;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::RawFd;
+
+/// What to start: `argv[0]` with `argv` and exactly `envp`, in its own process group.
+pub struct Spawn {
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    pub cwd: CString,
+    /// Become the child's fds 0, 1 and 2.
+    pub stdio: [RawFd; 3],
+}
+
+impl Spawn {
+    /// `/bin/sh -c command` with `env` (later entries override earlier ones of the same name).
+    pub fn shell<'a>(
+        command: &str,
+        env: impl IntoIterator<Item = (&'a str, &'a str)>,
+        cwd: &str,
+        stdio: [RawFd; 3],
+    ) -> io::Result<Spawn> {
+        let mut vars: std::collections::BTreeMap<&str, &str> = Default::default();
+        for (k, v) in env {
+            vars.insert(k, v);
+        }
+        Ok(Spawn {
+            argv: vec![cstr("/bin/sh")?, cstr("-c")?, cstr(command)?],
+            envp: vars
+                .into_iter()
+                .map(|(k, v)| cstr(format!("{k}={v}")))
+                .collect::<io::Result<_>>()?,
+            cwd: cstr(cwd)?,
+            stdio,
+        })
+    }
+}
+
+/// Everything the child reads, plus the slot where it leaves the errno of a failed step.
+struct Ctx {
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    cwd: *const libc::c_char,
+    stdio: [RawFd; 3],
+    errno: libc::c_int,
+}
+
+const STACK_SIZE: usize = 64 * 1024;
+
+/// Starts the command; returns its pid (also its process group). A failed `chdir` or `execve`
+/// comes back as that step's error; the child that failed is reaped by the init's reaper.
+pub fn spawn(s: &Spawn) -> io::Result<i32> {
+    let mut argv: Vec<*const libc::c_char> = s.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = s.envp.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let mut ctx = Ctx {
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        cwd: s.cwd.as_ptr(),
+        stdio: s.stdio,
+        errno: 0,
+    };
+    // u128 keeps the stack 16-byte aligned, as the ABI wants at the call into `child`.
+    let mut stack = vec![0u128; STACK_SIZE / 16];
+    // SAFETY: the stack grows down from one past its end, which `as_mut_ptr().add(len)` is.
+    let top = unsafe { stack.as_mut_ptr().add(stack.len()) }.cast::<libc::c_void>();
+
+    // SAFETY: sigset operations on local sets; the old mask is restored below in all cases.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    // SAFETY: CLONE_VFORK suspends us until the child execs or exits, so `ctx`, the argument
+    // vectors and the stack outlive every use by the child; the child only makes syscalls.
+    let pid = unsafe {
+        libc::clone(
+            child,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&mut ctx as *mut Ctx).cast(),
+        )
+    };
+    let clone_err = io::Error::last_os_error();
+    // SAFETY: restoring the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    drop(stack);
+    if pid == -1 {
+        return Err(clone_err);
+    }
+    // SAFETY: the child wrote this field (if at all) before it exited; volatile because the
+    // compiler cannot see that write.
+    let errno = unsafe { std::ptr::read_volatile(&ctx.errno) };
+    if errno != 0 {
+        return Err(io::Error::from_raw_os_error(errno));
+    }
+    Ok(pid)
+}
+
+/// The kernel's `struct sigaction` (glibc's differs in layout).
+#[repr(C)]
+#[derive(Default)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the parent's `Ctx`, alive while the parent is suspended.
+    unsafe {
+        let c = &mut *arg.cast::<Ctx>();
+        // Handlers point into the init's code: back to defaults before anything is unblocked.
+        // Ignored signals would survive exec; commands start with every disposition at its
+        // default. Raw rt_sigaction: glibc's wrapper refuses the signals it reserves.
+        for sig in 1..=64 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            let mut sa = KernelSigaction::default();
+            let r = libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                std::ptr::null::<KernelSigaction>(),
+                &mut sa as *mut KernelSigaction,
+                8usize,
+            );
+            if r == 0 && sa.handler != libc::SIG_DFL {
+                let dfl = KernelSigaction::default();
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &dfl as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        if libc::setpgid(0, 0) != 0 {
+            fail(c);
+        }
+        for (target, &src) in c.stdio.iter().enumerate() {
+            let target = target as RawFd;
+            let r = if src == target {
+                libc::fcntl(src, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(src, target)
+            };
+            if r == -1 {
+                fail(c);
+            }
+        }
+        if libc::chdir(c.cwd) != 0 {
+            fail(c);
+        }
+        // The init is exempt from the OOM killer; its commands must not be.
+        let fd = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if fd >= 0 {
+            libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+        }
+        libc::execve(*c.argv, c.argv, c.envp);
+        fail(c)
+    }
+}
+
+/// Leaves the failed step's errno for the parent and exits.
+unsafe fn fail(c: &mut Ctx) -> ! {
+    std::ptr::write_volatile(&mut c.errno, *libc::__errno_location());
+    libc::_exit(127)
+}
