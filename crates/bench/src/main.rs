@@ -45,9 +45,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let report = match cli.command {
-        Scenario::Sandbox { density } => {
-            runtime.block_on(sandbox::run(cli.iterations, density))?
-        }
+        Scenario::Sandbox { density } => runtime.block_on(sandbox::run(cli.iterations, density))?,
         Scenario::SandboxInit => unreachable!("handled before argument parsing"),
     };
     report.print();

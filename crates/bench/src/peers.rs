@@ -70,7 +70,9 @@ pub struct CrunBundle {
 
 impl CrunBundle {
     pub fn new(args: &[&str]) -> Result<CrunBundle> {
-        let dir = tempfile::Builder::new().prefix("sandpool-bench-crun").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("sandpool-bench-crun")
+            .tempdir()?;
         let rootfs = dir.path().join("rootfs");
         for d in ["usr", "proc", "dev", "tmp"] {
             std::fs::create_dir_all(rootfs.join(d))?;
@@ -92,8 +94,7 @@ impl CrunBundle {
             bail!("crun spec failed: {status}");
         }
         let config_path = dir.path().join("config.json");
-        let mut config: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&config_path)?)?;
+        let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_path)?)?;
         config["process"]["terminal"] = false.into();
         config["process"]["args"] = args.iter().map(|a| a.to_string()).collect();
         config["root"]["readonly"] = true.into();
@@ -124,7 +125,12 @@ impl CrunBundle {
     /// `crun run` of the bundle's process to its exit (container created and deleted).
     pub fn run(&self) -> Result<Duration> {
         let id = self.next_id();
-        timed(Command::new("crun").args(["run", "--bundle"]).arg(self.path()).arg(&id))
+        timed(
+            Command::new("crun")
+                .args(["run", "--bundle"])
+                .arg(self.path())
+                .arg(&id),
+        )
     }
 
     /// Starts the bundle's process detached, for `exec` measurements; deleted on drop.
@@ -200,7 +206,11 @@ pub fn isolate_mounts_for_crun() -> Result<()> {
             std::ptr::null(),
         ) != 0
         {
-            bail!("masking {}: {}", unified.display(), std::io::Error::last_os_error());
+            bail!(
+                "masking {}: {}",
+                unified.display(),
+                std::io::Error::last_os_error()
+            );
         }
     }
     Ok(())

@@ -85,7 +85,11 @@ impl Report {
                 .peers
                 .iter()
                 .map(|(name, v)| {
-                    format!("{name}: {} ({:.2}x)", v.render(), row.ratio_to(name).unwrap_or(f64::NAN))
+                    format!(
+                        "{name}: {} ({:.2}x)",
+                        v.render(),
+                        row.ratio_to(name).unwrap_or(f64::NAN)
+                    )
                 })
                 .collect();
             let target = match (&row.target, row.meets_target()) {

@@ -49,7 +49,11 @@ async fn exec_true(sandbox: &Sandbox) -> Result<Duration> {
     let start = Instant::now();
     let out = sandbox.exec_collect(ExecRequest::new("true")).await?;
     let elapsed = start.elapsed();
-    anyhow::ensure!(out.outcome.exit_code == Some(0), "`true` failed: {:?}", out.outcome);
+    anyhow::ensure!(
+        out.outcome.exit_code == Some(0),
+        "`true` failed: {:?}",
+        out.outcome
+    );
     Ok(elapsed)
 }
 
@@ -84,7 +88,9 @@ fn host_memory_in_use() -> Result<u64> {
 /// Runs the figures, then removes what the run set up on the host (bridge, nft table, cgroups)
 /// whether or not they succeeded.
 pub async fn run(iterations: usize, density: usize) -> Result<Report> {
-    let state = tempfile::Builder::new().prefix("sandpool-bench").tempdir()?;
+    let state = tempfile::Builder::new()
+        .prefix("sandpool-bench")
+        .tempdir()?;
     let cgroup_parent = format!("sandpool-bench-{}", std::process::id());
     let net = sandpool_net::NetConfig {
         bridge: "spbench0".into(),
@@ -133,16 +139,24 @@ async fn measure(
             ("bwrap".into(), Value::Latency(bwrap)),
             ("crun run".into(), Value::Latency(crun)),
         ],
-        target: Some(Target { peer: Some("bwrap"), at_most: 0.5 }),
+        target: Some(Target {
+            peer: Some("bwrap"),
+            at_most: 0.5,
+        }),
     });
 
-    let cold_egress =
-        repeat_async(iterations.min(100), || cold_start(&runtime, NetworkMode::Egress)).await?;
+    let cold_egress = repeat_async(iterations.min(100), || {
+        cold_start(&runtime, NetworkMode::Egress)
+    })
+    .await?;
     report.rows.push(Row {
         figure: "cold start to first exit (egress slot)".into(),
         sandpool: Value::Latency(cold_egress),
         peers: vec![("crun run".into(), Value::Latency(crun))],
-        target: Some(Target { peer: Some("crun run"), at_most: 0.5 }),
+        target: Some(Target {
+            peer: Some("crun run"),
+            at_most: 0.5,
+        }),
     });
 
     let crun_idle = CrunBundle::new(&["/bin/sh", "-c", "sleep 3600"])?;
@@ -159,7 +173,10 @@ async fn measure(
             ("fork+exec".into(), Value::Latency(fork_exec)),
             ("crun exec".into(), Value::Latency(crun_exec)),
         ],
-        target: Some(Target { peer: Some("fork+exec"), at_most: 1.5 }),
+        target: Some(Target {
+            peer: Some("fork+exec"),
+            at_most: 1.5,
+        }),
     });
 
     if density > 0 {
@@ -189,9 +206,15 @@ async fn measure(
         started?;
         report.rows.push(Row {
             figure: format!("memory charged per idle sandbox ({density} alive, cgroup)"),
-            sandpool: Value::Quantity { value: charged as f64 / alive / 1024.0, unit: "KiB" },
+            sandpool: Value::Quantity {
+                value: charged as f64 / alive / 1024.0,
+                unit: "KiB",
+            },
             peers: Vec::new(),
-            target: Some(Target { peer: None, at_most: 1024.0 }),
+            target: Some(Target {
+                peer: None,
+                at_most: 1024.0,
+            }),
         });
         report.rows.push(Row {
             figure: format!("host MemAvailable drop per idle sandbox ({density} alive)"),

@@ -92,6 +92,8 @@ pub enum Command {
     Resource(ResourceCmd),
     /// Check what this host offers the sandbox runtime.
     Doctor,
+    /// Print an access token (like `az account get-access-token`).
+    Token(TokenArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -129,6 +131,9 @@ pub struct ServeArgs {
     /// How long Run Command results are kept, e.g. `7d`, `12h`, `30m`.
     #[arg(long, default_value = "7d", value_parser = crate::units::parse_duration)]
     pub command_retention: std::time::Duration,
+    /// Most Run Command commands running at once (the others wait in the queue).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub command_concurrency: u16,
     /// Log format (filter with RUST_LOG).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -283,7 +288,11 @@ pub enum DeploymentCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum IdentityCmd {
+    /// An identity's client secret.
+    #[command(subcommand)]
+    Credential(CredentialCmd),
     /// Create a user-assigned identity (location defaults to the group's).
+    /// The answer holds `properties.clientSecret`, shown this once.
     Create {
         #[command(flatten)]
         target: Target,
@@ -350,6 +359,9 @@ pub enum ClusterCmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Run commands in fresh sandboxes of a cluster (like `az aks command`).
+    #[command(subcommand)]
+    Command(crate::runcommand::CommandCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -412,4 +424,30 @@ pub enum ResourceCmd {
         #[arg(long, required = true, num_args = 1..)]
         ids: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CredentialCmd {
+    /// Issue a new client secret (the previous one stops working); prints it once.
+    Reset {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Resource (audience) the token is for: the management API or `https://dynamicsessions.io`.
+    #[arg(long, default_value = sandpool_client::MANAGEMENT_AUDIENCE)]
+    pub resource: String,
+    /// A token of this user-assigned identity (with -g and its client secret) instead of the
+    /// local admin's.
+    #[arg(long, requires = "resource_group", requires = "client_secret")]
+    pub identity: Option<String>,
+    /// Resource group of --identity.
+    #[arg(short = 'g', long = "resource-group")]
+    pub resource_group: Option<String>,
+    /// The identity's client secret (from `identity create` or `identity credential reset`).
+    #[arg(long, env = "SANDPOOL_CLIENT_SECRET", hide_env_values = true)]
+    pub client_secret: Option<String>,
 }

@@ -8,8 +8,8 @@ use sandpool_client::{ids, Client, PoolSpec, Resource};
 use serde_json::{json, Map, Value};
 
 use crate::args::{
-    AssignmentCmd, ClusterCmd, Command, DefinitionCmd, DeploymentCmd, Egress, GroupCmd,
-    IdentityCmd, PoolCmd, PoolSettings, ResourceCmd, RoleCmd,
+    AssignmentCmd, ClusterCmd, Command, CredentialCmd, DefinitionCmd, DeploymentCmd, Egress,
+    GroupCmd, IdentityCmd, PoolCmd, PoolSettings, ResourceCmd, RoleCmd,
 };
 
 fn out(r: Resource) -> anyhow::Result<Option<Value>> {
@@ -31,6 +31,8 @@ pub async fn run(client: &Client, command: Command) -> anyhow::Result<Option<Val
         Command::Role(c) => role(client, c).await,
         Command::Resource(c) => resource(client, c).await,
         Command::Serve(_) | Command::Doctor => bail!("not a client command"),
+        // Needs the global options; main.rs runs it (crate::auth::token_command).
+        Command::Token(_) => bail!("not a resource command"),
     }
 }
 
@@ -134,6 +136,11 @@ async fn identity(client: &Client, c: IdentityCmd) -> anyhow::Result<Option<Valu
                 .await?;
             Ok(None)
         }
+        IdentityCmd::Credential(CredentialCmd::Reset { target }) => Ok(Some(
+            client
+                .reset_identity_secret(&target.resource_group, &target.name)
+                .await?,
+        )),
     }
 }
 
@@ -201,6 +208,7 @@ async fn cluster(client: &Client, c: ClusterCmd) -> anyhow::Result<Option<Value>
                 .await?;
             Ok(None)
         }
+        ClusterCmd::Command(c) => crate::runcommand::run(client, c).await,
     }
 }
 

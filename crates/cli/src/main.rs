@@ -9,6 +9,7 @@ mod args;
 mod auth;
 mod commands;
 mod output;
+mod runcommand;
 mod units;
 
 use std::process::ExitCode;
@@ -88,7 +89,10 @@ fn run_client(g: &Global, command: Command) -> ExitCode {
         {
             client = client.with_token(source);
         }
-        commands::run(&client, command).await
+        match command {
+            Command::Token(t) => auth::token_command(g, &client, t).await.map(Some),
+            other => commands::run(&client, other).await,
+        }
     });
     match result.and_then(|v| match v {
         Some(v) => print(g, &v),
@@ -130,6 +134,7 @@ fn serve_config(g: &Global, a: &ServeArgs) -> sandpool_server::ServeConfig {
         create_defaults: !a.no_defaults,
         max_upload_size: a.max_upload_size,
         command_retention: a.command_retention,
+        command_concurrency: usize::from(a.command_concurrency),
         ..ServeConfig::default()
     }
 }

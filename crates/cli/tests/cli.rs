@@ -19,6 +19,7 @@ fn run(endpoint: &str, data_dir: &Path, args: &[&str]) -> Output {
         .arg(data_dir)
         .args(args)
         .env_remove("SANDPOOL_ACCESS_TOKEN")
+        .env_remove("SANDPOOL_TOKEN")
         .env_remove("SANDPOOL_SUBSCRIPTION")
         .output()
         .expect("running the sandpool binary")

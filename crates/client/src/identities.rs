@@ -30,6 +30,27 @@ impl Client {
         .await
     }
 
+    /// Issues a new client secret for an identity (the old one stops working); the answer
+    /// (`clientId`, `clientSecret`, `principalId`, `tenantId`) is the only place it appears.
+    pub async fn reset_identity_secret(
+        &self,
+        rg: &str,
+        name: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        let path = format!(
+            "{}/resetClientSecret",
+            ids::identity(self.subscription(), rg, name)
+        );
+        let r = self
+            .request(reqwest::Method::POST, &path, &[], None)
+            .await?;
+        r.body.ok_or_else(|| ClientError::InvalidResponse {
+            url: path,
+            status: r.status,
+            message: "empty body".into(),
+        })
+    }
+
     pub async fn delete_identity(&self, rg: &str, name: &str) -> Result<(), ClientError> {
         self.delete(&ids::identity(self.subscription(), rg, name))
             .await

@@ -14,6 +14,8 @@ mod identities;
 pub mod ids;
 mod pools;
 mod roles;
+pub mod runcommand;
+mod sessions;
 mod token;
 
 use std::sync::Arc;
@@ -27,6 +29,9 @@ pub use arm::RawResponse;
 pub use error::ClientError;
 pub use pools::PoolSpec;
 pub use sandpool_api::{ApiError, Resource, API_VERSION};
+pub use sessions::{
+    Execution, ExecutionError, ExecutionResult, FileEntry, OutputStream, SessionEntry, SessionRef,
+};
 pub use token::{StaticToken, TokenFuture, TokenSource, MANAGEMENT_AUDIENCE, SESSIONS_AUDIENCE};
 
 /// The subscription id used when none is given: the server accepts any UUID.

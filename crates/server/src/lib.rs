@@ -6,13 +6,18 @@
 //! `sandpool-sandbox`'s job), nor sign or check tokens (that is `sandpool-auth`'s).
 
 pub mod arm;
+pub mod auth;
 pub mod http;
 pub mod metrics;
 mod ops;
 pub mod paths;
 pub mod routes;
-mod sessions;
+pub mod runcommand;
+pub mod sandboxes;
+pub mod sessions;
 pub mod store;
+pub mod store_commands;
+mod store_sessions;
 pub mod testing;
 mod tls;
 
@@ -53,8 +58,12 @@ pub struct ServeConfig {
     pub create_defaults: bool,
     pub max_upload_size: u64,
     pub command_retention: std::time::Duration,
+    /// Most Run Command commands running at once (the rest wait in the queue).
+    pub command_concurrency: usize,
     /// Largest management request body (JSON); larger ones get 413 `PayloadTooLarge`.
     pub max_body_size: usize,
+    /// How sandboxes are run (init binary, cgroup parent, uid ranges, egress).
+    pub sandbox: sandboxes::SandboxSettings,
 }
 
 impl Default for ServeConfig {
@@ -68,7 +77,9 @@ impl Default for ServeConfig {
             create_defaults: true,
             max_upload_size: 128 * 1024 * 1024,
             command_retention: std::time::Duration::from_secs(7 * 24 * 3600),
+            command_concurrency: 4,
             max_body_size: 4 * 1024 * 1024,
+            sandbox: sandboxes::SandboxSettings::default(),
         }
     }
 }
@@ -111,6 +122,14 @@ pub struct AppState {
     pub body_limit: usize,
     pub tenant_id: Arc<str>,
     pub openapi: Arc<str>,
+    /// The sandbox runtime, or why this host cannot run sandboxes.
+    pub sandboxes: sandboxes::Sandboxes,
+    /// Run Command: the runner (set at startup when sandboxes are available) and the results.
+    pub commands: runcommand::Commands,
+    /// Tokens, identities' credentials and role checks (crates/auth).
+    pub auth: auth::ServerAuth,
+    /// The pool manager of session pools (set at startup when sandboxes are available).
+    pub pools: sessions::Pools,
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -128,14 +147,16 @@ pub fn all_routes() -> routes::Routes {
     let r = arm::deployments::routes(r);
     let r = arm::operations::routes(r);
     let r = sessions::routes(r);
+    let r = runcommand::routes(r);
+    let r = auth::routes(r);
     arm::authorization::routes(r)
 }
 
-/// The one place the authentication/authorisation layer goes (crates/auth, wired in later): it
-/// runs after path normalisation and the conventions middleware, before any handler, and inserts
-/// a [`Principal`] extension.
-fn auth_layer(router: Router<AppState>) -> Router<AppState> {
-    router
+/// The one place the authentication/authorisation layer goes (crates/auth): it runs after path
+/// normalisation and the conventions middleware (so 401/403 carry the conventions too), before
+/// any handler, and inserts a [`Principal`] extension.
+fn auth_layer(router: Router<AppState>, auth: &auth::ServerAuth) -> Router<AppState> {
+    auth::layer(router, auth)
 }
 
 /// Builds the state and the router (without path normalisation; see [`service`]).
@@ -143,15 +164,16 @@ pub async fn build_app(
     store: Store,
     public_url: &str,
     body_limit: usize,
+    sandboxes: sandboxes::Sandboxes,
+    auth: auth::ServerAuth,
 ) -> anyhow::Result<(AppState, Router)> {
     let routes = all_routes();
     let openapi = routes
         .openapi()
         .to_json()
         .context("rendering the OpenAPI document")?;
-    let tenant_id = store
-        .setting_or_init("tenant_id", &uuid::Uuid::new_v4().to_string())
-        .await?;
+    // The tenant is the one tokens carry (`tid`), kept with the signing keys.
+    let tenant_id = auth.tenant_id().to_owned();
     let state = AppState {
         store,
         public_url: public_url.trim_end_matches('/').into(),
@@ -159,6 +181,10 @@ pub async fn build_app(
         body_limit,
         tenant_id: tenant_id.into(),
         openapi: openapi.into(),
+        sandboxes,
+        commands: runcommand::Commands::default(),
+        pools: sessions::Pools::default(),
+        auth,
     };
     let router = layered(routes.router, &state).with_state(state.clone());
     Ok((state, router))
@@ -167,7 +193,7 @@ pub async fn build_app(
 /// The fallback and the layers every route runs under, innermost first: auth, catch-panic (so a
 /// panic still gets the conventions), conventions, body limit.
 fn layered(router: Router<AppState>, state: &AppState) -> Router<AppState> {
-    auth_layer(router.fallback(arm::authorization::fallback))
+    auth_layer(router.fallback(arm::authorization::fallback), &state.auth)
         .layer(CatchPanicLayer::custom(http::panic_response))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -251,10 +277,21 @@ impl Server {
             None => Store::sqlite_url(&config.data_dir),
         };
         let store = Store::open(&url).await?;
-        let (state, router) = build_app(store, &public_url, config.max_body_size).await?;
+        let sandboxes = sandboxes::Sandboxes::start(&config.data_dir, &config.sandbox).await;
+        let auth = auth::open(&config.data_dir, &public_url, store.clone())?;
+        let (state, router) =
+            build_app(store, &public_url, config.max_body_size, sandboxes, auth).await?;
         if config.create_defaults {
             create_defaults(&state).await?;
         }
+        // --- Pool manager (sessions helper): registers every stored pool, then recovers the
+        // sessions of the previous process (its sweep keeps their sandboxes).
+        sessions::start(&state, config.max_upload_size).await?;
+        // --- end pool manager.
+        // --- Run Command runner (runcommand helper): after the pool manager's recover, whose
+        // sweep destroys the sandboxes of commands a dead process left running.
+        runcommand::start(&state, config).await?;
+        // --- end Run Command runner.
         Ok(Self {
             listener,
             local_addr,
@@ -304,6 +341,8 @@ impl Server {
                     .await?
             }
         }
+        self.state.commands.shutdown().await;
+        sessions::shutdown(&self.state).await;
         self.state.store.close().await;
         tracing::info!("sandpool stopped");
         Ok(())
@@ -342,7 +381,12 @@ mod tests {
         let store = Store::open(&Store::sqlite_url(dir.path()))
             .await
             .expect("store");
-        let (state, _) = build_app(store, "http://x", 1024).await.expect("app");
+        let auth = auth::open(dir.path(), "http://x", store.clone()).expect("auth");
+        let (state, _) = build_app(store, "http://x", 1024, Default::default(), auth)
+            .await
+            .expect("app");
+        let token =
+            testing::admin_token(&state.auth, dir.path(), sandpool_auth::MANAGEMENT_AUDIENCE);
         async fn boom() -> &'static str {
             panic!("handler exploded")
         }
@@ -352,6 +396,7 @@ mod tests {
         )
         .with_state(state);
         let req = axum::http::Request::get("/boom?api-version=2024-01-01")
+            .header("authorization", format!("Bearer {token}"))
             .body(axum::body::Body::empty())
             .expect("req");
         let resp = tower::ServiceExt::oneshot(router, req)

@@ -14,10 +14,11 @@ use std::time::Duration;
 
 /// Each entry is applied once, in order, inside a transaction; never edit a released entry, add a
 /// new one.
-const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE resources (
+const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE resources (
             id_key TEXT PRIMARY KEY,
             id TEXT NOT NULL,
             subscription TEXT NOT NULL,
@@ -29,9 +30,9 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL
         )",
-        "CREATE INDEX resources_by_group ON resources (subscription, resource_group, type_key)",
-        "CREATE INDEX resources_by_type ON resources (type_key)",
-        "CREATE TABLE secrets (
+            "CREATE INDEX resources_by_group ON resources (subscription, resource_group, type_key)",
+            "CREATE INDEX resources_by_type ON resources (type_key)",
+            "CREATE TABLE secrets (
             resource_key TEXT NOT NULL,
             name TEXT NOT NULL,
             subscription TEXT NOT NULL,
@@ -39,7 +40,7 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             value TEXT NOT NULL,
             PRIMARY KEY (resource_key, name)
         )",
-        "CREATE TABLE operations (
+            "CREATE TABLE operations (
             id TEXT PRIMARY KEY,
             subscription TEXT NOT NULL,
             resource_id TEXT NOT NULL,
@@ -47,9 +48,11 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             created_at TEXT NOT NULL,
             finished_at TEXT
         )",
-        "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    ],
-)];
+            "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        ],
+    ),
+    (100, crate::auth::MIGRATION_100),
+];
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +147,11 @@ impl Store {
         )
     }
 
+    /// The connection pool, for features that keep their own tables (see `store_sessions`).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -155,7 +163,12 @@ impl Store {
         .execute(&self.pool)
         .await
         .context("creating schema_migrations")?;
-        for (version, statements) in MIGRATIONS {
+        // Features keep their migrations beside their code (sessions: 200–299).
+        let all = MIGRATIONS
+            .iter()
+            .chain(crate::store_sessions::MIGRATIONS.iter())
+            .chain(crate::store_commands::MIGRATIONS.iter());
+        for (version, statements) in all {
             let mut tx = self.pool.begin().await?;
             let done: i64 =
                 sqlx::query("SELECT COUNT(*) FROM schema_migrations WHERE version = $1")

@@ -29,6 +29,8 @@ pub struct TestServer {
     admin_url: Option<String>,
     db_name: Option<String>,
     running: Option<Running>,
+    /// The running server's auth engine (mints the tokens of [`TestServer::token`]).
+    auth: Option<crate::auth::ServerAuth>,
 }
 
 struct Running {
@@ -74,6 +76,7 @@ impl TestServer {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.path().to_path_buf(),
             database_url: Some(database_url.clone()),
+            sandbox: test_sandbox_settings(),
             ..ServeConfig::default()
         };
         configure(&mut config);
@@ -86,6 +89,7 @@ impl TestServer {
             admin_url,
             db_name,
             running: None,
+            auth: None,
         };
         server.launch().await;
         server
@@ -97,8 +101,9 @@ impl TestServer {
 
     async fn launch(&mut self) {
         let config = self.config.clone();
-        let (ready_tx, ready_rx) =
-            tokio::sync::oneshot::channel::<Result<(SocketAddr, String), String>>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<
+            Result<(SocketAddr, String, crate::auth::ServerAuth), String>,
+        >();
         let (stop_tx, stop_rx) = mpsc::channel::<Stop>();
         let thread = std::thread::spawn(move || {
             let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -121,7 +126,11 @@ impl TestServer {
                         return;
                     }
                 };
-                let _ = ready_tx.send(Ok((server.local_addr(), server.public_url().to_owned())));
+                let _ = ready_tx.send(Ok((
+                    server.local_addr(),
+                    server.public_url().to_owned(),
+                    server.state().auth.clone(),
+                )));
                 if let Err(e) = server
                     .run(async {
                         let _ = graceful_rx.await;
@@ -141,7 +150,7 @@ impl TestServer {
             }
             rt.shutdown_background();
         });
-        let (addr, public_url) = match ready_rx.await {
+        let (addr, public_url, auth) = match ready_rx.await {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => panic!("test server failed to start: {e}"),
             Err(_) => panic!("test server thread died before it was ready"),
@@ -149,6 +158,7 @@ impl TestServer {
         // Later restarts reuse the port, so URLs handed out before stay valid.
         self.config.listen = addr;
         self.base_url = public_url;
+        self.auth = Some(auth);
         self.running = Some(Running {
             stop: stop_tx,
             thread,
@@ -194,22 +204,134 @@ impl TestServer {
             sandpool_api::API_VERSION
         )
     }
+
+    // --- Tokens (authwire helper): every request to a test server carries one.
+
+    /// The running server's auth engine (to mint tokens for other principals, expired ones…).
+    pub fn auth(&self) -> &crate::auth::ServerAuth {
+        self.auth
+            .as_ref()
+            .expect("the test server is not running (no auth engine)")
+    }
+
+    /// A token of the local admin (Owner at `/`) for `audience`: the management API
+    /// (`https://management.azure.com/`) or the session API (`https://dynamicsessions.io`).
+    pub async fn token(&self, audience: &str) -> String {
+        admin_token(self.auth(), self.data_dir.path(), audience)
+    }
+
+    /// `Bearer <admin management token>`, the value of an `Authorization` header.
+    pub fn admin_header(&self) -> String {
+        format!(
+            "Bearer {}",
+            admin_token(
+                self.auth(),
+                self.data_dir.path(),
+                sandpool_auth::MANAGEMENT_AUDIENCE
+            )
+        )
+    }
+
+    /// `Bearer <admin session-API token>` (audience `https://dynamicsessions.io`).
+    pub fn sessions_header(&self) -> String {
+        format!(
+            "Bearer {}",
+            admin_token(
+                self.auth(),
+                self.data_dir.path(),
+                sandpool_auth::DYNAMIC_SESSIONS_AUDIENCE
+            )
+        )
+    }
+
+    /// A reqwest client whose every request carries the admin's management token.
+    pub fn client(&self) -> reqwest::Client {
+        bearer_client(&self.admin_header())
+    }
+
+    /// A reqwest client whose every request carries the admin's session-API token.
+    pub fn sessions_client(&self) -> reqwest::Client {
+        bearer_client(&self.sessions_header())
+    }
+    // --- end tokens.
+}
+
+/// A reqwest client sending `Authorization: {header}` on every request.
+pub fn bearer_client(header: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value =
+        reqwest::header::HeaderValue::from_str(header).expect("a bearer header is ASCII");
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("building a reqwest client")
+}
+
+/// Mints a token of the local admin of `data_dir` (its `admin.json`) with `auth`'s keys.
+/// `audience` is a resource or scope as the token endpoint takes it.
+pub fn admin_token(
+    auth: &crate::auth::ServerAuth,
+    data_dir: &std::path::Path,
+    audience: &str,
+) -> String {
+    let cred = sandpool_auth::load_local_admin(data_dir).expect("reading the admin credential");
+    let (_, aud) = sandpool_auth::Audience::from_resource(audience)
+        .unwrap_or_else(|| panic!("'{audience}' is not an audience this server issues"));
+    let subject = sandpool_auth::TokenSubject {
+        principal_id: cred.principal_id,
+        client_id: cred.client_id,
+    };
+    auth.issue_token(&subject, aud)
+        .expect("minting a test token")
+        .access_token
+        .expose()
+        .to_owned()
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.halt(Stop::Kill);
-        if let (Some(admin), Some(name)) = (self.admin_url.take(), self.db_name.take()) {
-            // Drop may run inside an async test: use a thread with its own runtime.
-            let _ = std::thread::spawn(move || {
-                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    rt.block_on(drop_database(&admin, &name));
+        let data_dir = self.data_dir.path().to_path_buf();
+        let sandbox = self.config.sandbox.clone();
+        let database = self.admin_url.take().zip(self.db_name.take());
+        // Drop may run inside an async test: use a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                // Sessions outlive a server by design; a test's must not outlive the test.
+                destroy_sandboxes(&data_dir, &sandbox).await;
+                if let Some((admin, name)) = database {
+                    drop_database(&admin, &name).await;
                 }
-            })
-            .join();
+            });
+        })
+        .join();
+    }
+}
+
+/// Destroys every sandbox a test server left in its data dir, then its cgroup parent.
+async fn destroy_sandboxes(
+    data_dir: &std::path::Path,
+    settings: &crate::sandboxes::SandboxSettings,
+) {
+    if !data_dir.join("sandboxes").exists() {
+        return;
+    }
+    if let Ok(runtime) = crate::sandboxes::start_runtime(data_dir, settings).await {
+        if let Err(e) = runtime.sweep(&|_| false).await {
+            eprintln!("test server cleanup: sweeping sandboxes: {e}");
+        }
+    }
+    if let Ok(cgroups) = sandpool_cgroups::CgroupManager::detect(&settings.cgroup_parent) {
+        for dir in cgroups.parent_dirs() {
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }
@@ -250,6 +372,48 @@ async fn drop_database(admin: &str, name: &str) {
         &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
     )
     .await;
+}
+
+/// Sandbox settings of a test server: its own cgroup parent and host uid band (so servers
+/// running at once in one test binary never share either), no egress unless a test sets it, and
+/// the init binary found beside the test executable (`sandpool-server-test-init` of this crate,
+/// or the `sandpool` CLI). Tests of other crates may set `init_program` themselves.
+pub fn test_sandbox_settings() -> crate::sandboxes::SandboxSettings {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT_BAND: AtomicU32 = AtomicU32::new(0);
+    // 150 bands of 256 sandboxes x 65,536 uids between 1.6e9 and u32::MAX.
+    const BANDS: u32 = 150;
+    let band = (NEXT_BAND.fetch_add(1, Ordering::Relaxed) + std::process::id()) % BANDS;
+    let mut settings = crate::sandboxes::SandboxSettings {
+        cgroup_parent: format!(
+            "sandpool-test-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ),
+        uid_base: 1_600_000_000 + band * 256 * 65_536,
+        egress: None,
+        ..Default::default()
+    };
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.to_path_buf()));
+    // Test executables live in target/<profile>/deps, binaries one level up.
+    let candidates = exe_dir
+        .iter()
+        .flat_map(|d| [d.clone(), d.join("..")])
+        .flat_map(|d| {
+            [
+                (d.join("sandpool-server-test-init"), Vec::new()),
+                (d.join("sandpool"), vec!["__sandbox-init".into()]),
+            ]
+        });
+    for (path, args) in candidates {
+        if path.is_file() {
+            settings.init_program = Some(path);
+            settings.init_args = args;
+            break;
+        }
+    }
+    settings
 }
 
 #[cfg(test)]

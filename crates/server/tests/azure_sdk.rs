@@ -21,9 +21,11 @@ fn run_sdk(store: TestStore) {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/azure_sdk/session_pools.py"
     );
+    let token = rt.block_on(api.srv.token(sandpool_auth::MANAGEMENT_AUDIENCE));
     let out =
         std::process::Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
             .arg(script)
+            .env("SANDPOOL_TOKEN", token)
             .env("SANDPOOL_ENDPOINT", &api.srv.base_url)
             .env("SANDPOOL_SUBSCRIPTION", SUB)
             .env("SANDPOOL_RESOURCE_GROUP", "sdk-rg")

@@ -145,6 +145,13 @@ async fn run(store: &str) -> anyhow::Result<()> {
 
     let mut child = spawn(&spec)?;
     wait_ready(&http, &base).await?;
+    // The token the CLI would get: the local admin's credential at the token endpoint. It stays
+    // valid across the crash (the signing key is in the data dir).
+    let cred = sandpool_auth::load_local_admin(dir.path())?;
+    let token =
+        sandpool_auth::fetch_token(&cred, Some(&base), sandpool_auth::MANAGEMENT_AUDIENCE).await?;
+    let http =
+        sandpool_server::testing::bearer_client(&format!("Bearer {}", token.access_token.expose()));
     let rg = format!("{base}/subscriptions/{SUB}/resourceGroups/crash?{V}");
     anyhow::ensure!(
         put(&http, rg.clone(), json!({"location": "w"})).await? == 201,

@@ -3,8 +3,9 @@
 //! router's templates, so these paths are dispatched from the fallback, which also answers a GET
 //! of any stored resource by its id.
 //!
-//! The evaluation of assignments (who may do what) belongs to crates/auth; this module only
-//! stores and lists them.
+//! The built-in roles and the evaluation of assignments (who may do what) belong to
+//! crates/auth; this module stores and lists assignments (indexed for the auth lookups by
+//! [`crate::auth::index_resource`]) and serves crates/auth's role definitions.
 
 use super::{require_group, system_data};
 use crate::http::{
@@ -21,70 +22,8 @@ use sandpool_api::{validate, ApiError, List, RoleAssignmentProperties};
 use serde_json::{json, Value};
 
 pub const ASSIGNMENT_TYPE: &str = "Microsoft.Authorization/roleAssignments";
-const DEFINITION_TYPE: &str = "Microsoft.Authorization/roleDefinitions";
 const ASSIGNMENTS: &str = "/providers/Microsoft.Authorization/roleAssignments";
 const DEFINITIONS: &str = "/providers/Microsoft.Authorization/roleDefinitions";
-
-/// Built-in roles: (GUID, name, description, actions, notActions, dataActions).
-/// A minimal table until crates/auth provides the authoritative one.
-type Builtin = (
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static [&'static str],
-    &'static [&'static str],
-    &'static [&'static str],
-);
-pub const BUILTIN_ROLES: &[Builtin] = &[
-    (
-        "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
-        "Owner",
-        "Grants full access to manage all resources, including assigning roles.",
-        &["*"],
-        &[],
-        &[],
-    ),
-    (
-        "b24988ac-6180-42a0-ab88-20f7382dd24c",
-        "Contributor",
-        "Grants full access to manage all resources, but does not allow assigning roles.",
-        &["*"],
-        &[
-            "Microsoft.Authorization/*/Delete",
-            "Microsoft.Authorization/*/Write",
-            "Microsoft.Authorization/elevateAccess/Action",
-        ],
-        &[],
-    ),
-    (
-        "acdd72a7-3385-48ef-bd42-f606fba81ae7",
-        "Reader",
-        "View all resources, but does not allow you to make any changes.",
-        &["*/read"],
-        &[],
-        &[],
-    ),
-    (
-        "0fb8eba5-a2bb-4abe-b1c1-49dfad359bb0",
-        "Azure ContainerApps Session Executor",
-        "Execute sessions in a session pool.",
-        &["Microsoft.App/sessionPools/read"],
-        &[],
-        &["Microsoft.App/sessionPools/interactive/action"],
-    ),
-    (
-        "0ab0b1a8-8aac-4efd-b8c2-3ee1fb270be8",
-        "Azure Kubernetes Service Cluster Admin Role",
-        "List cluster admin credential action and run commands.",
-        &[
-            "Microsoft.ContainerService/managedClusters/read",
-            "Microsoft.ContainerService/managedClusters/listClusterAdminCredential/action",
-            "Microsoft.ContainerService/managedClusters/runCommand/action",
-        ],
-        &[],
-        &[],
-    ),
-];
 
 pub fn routes(r: Routes) -> Routes {
     let a = "{scope}/providers/Microsoft.Authorization/roleAssignments";
@@ -266,59 +205,22 @@ async fn resolve_scope(s: &AppState, scope: &str) -> HttpResult<(String, String,
     Ok((r.id, sub.to_lowercase(), group.name.to_lowercase()))
 }
 
-fn builtin(id_or_guid: &str) -> Option<&'static Builtin> {
-    let guid = id_or_guid.rsplit('/').next().unwrap_or(id_or_guid);
-    BUILTIN_ROLES
-        .iter()
-        .find(|r| r.0.eq_ignore_ascii_case(guid))
-}
-
-fn definition_id(scope_id: &str, guid: &str) -> String {
-    // Role definitions live at a subscription (or the root), whatever scope they are read at.
-    let sub_prefix = scope_id.split('/').take(3).collect::<Vec<_>>().join("/");
-    format!("{sub_prefix}{DEFINITIONS}/{guid}")
-}
-
-fn definition_json(scope_id: &str, r: &Builtin) -> Value {
-    json!({
-        "id": definition_id(scope_id, r.0),
-        "name": r.0,
-        "type": DEFINITION_TYPE,
-        "properties": {
-            "roleName": r.1,
-            "type": "BuiltInRole",
-            "description": r.2,
-            "assignableScopes": ["/"],
-            "permissions": [{"actions": r.3, "notActions": r.4, "dataActions": r.5, "notDataActions": []}],
-        }
-    })
-}
-
 fn definitions(scope: &str, rest: &str, q: &Query) -> HttpResult<Response> {
     if !rest.is_empty() {
-        let r = builtin(rest).ok_or_else(|| {
-            ApiError::new(
-                404,
-                "RoleDefinitionDoesNotExist",
-                format!("The role definition '{rest}' does not exist."),
-            )
-        })?;
-        return Ok(json(StatusCode::OK, &definition_json(scope, r)));
+        let r = sandpool_auth::find_role(rest)
+            .filter(|r| r.guid.eq_ignore_ascii_case(rest))
+            .ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    "RoleDefinitionDoesNotExist",
+                    format!("The role definition '{rest}' does not exist."),
+                )
+            })?;
+        return Ok(json(StatusCode::OK, &r.to_arm_json(scope)));
     }
-    let name_filter = match q.get("$filter") {
-        None => None,
-        Some(f) => Some(parse_eq(f, "roleName").ok_or_else(|| invalid_filter(f))?),
-    };
-    let value: Vec<Value> = BUILTIN_ROLES
-        .iter()
-        .filter(|r| {
-            name_filter
-                .as_deref()
-                .is_none_or(|n| r.1.eq_ignore_ascii_case(n))
-        })
-        .map(|r| definition_json(scope, r))
-        .collect();
-    Ok(json(StatusCode::OK, &List::new(value)))
+    let list = sandpool_auth::role_definitions_list(scope, q.get("$filter"))
+        .map_err(|m| ApiError::new(400, "InvalidFilter", m).with_target("$filter"))?;
+    Ok(json(StatusCode::OK, &list))
 }
 
 fn invalid_filter(f: &str) -> ApiError {
@@ -382,7 +284,7 @@ async fn put_assignment(
         .with_target("properties.principalId")
         .into());
     }
-    let role = builtin(role_definition_id).ok_or_else(|| {
+    let role = sandpool_auth::find_role(role_definition_id).ok_or_else(|| {
         ApiError::new(
             400,
             "RoleDefinitionDoesNotExist",
@@ -391,6 +293,17 @@ async fn put_assignment(
         .with_target("properties.roleDefinitionId")
     })?;
     let (scope_id, sub, rg) = resolve_scope(s, scope).await?;
+    if let Some(given) = props["scope"].as_str() {
+        if sandpool_auth::normalize_scope(given) != sandpool_auth::normalize_scope(scope) {
+            return Err(ApiError::new(
+                400,
+                "InvalidRoleAssignmentScope",
+                format!("'properties.scope' ('{given}') must be the scope of the request URI."),
+            )
+            .with_target("properties.scope")
+            .into());
+        }
+    }
     let id = assignment_id(&scope_id, &name.to_lowercase());
     let existing = s.store.get(&id).await?;
     let display_scope = if scope_id.is_empty() {
@@ -399,7 +312,7 @@ async fn put_assignment(
         scope_id.clone()
     };
     let properties = RoleAssignmentProperties {
-        role_definition_id: definition_id(&scope_id, role.0),
+        role_definition_id: role.id_at(&scope_id),
         principal_id: principal_id.to_lowercase(),
         principal_type: Some(
             props["principalType"]
@@ -424,6 +337,8 @@ async fn put_assignment(
             )
             .into());
         }
+        // Rows written before migration 100 get their lookup column here.
+        crate::auth::index_resource(s, &e.id, &e.body).await?;
         return Ok(json(StatusCode::OK, &e.body));
     }
     let mut pv = serde_json::to_value(&properties).map_err(|_| ApiError::internal())?;
@@ -449,6 +364,7 @@ async fn put_assignment(
         updated_at: now,
     };
     let created = s.store.put(&row).await?;
+    crate::auth::index_resource(s, &id, &envelope).await?;
     Ok(put_answer(created, &envelope))
 }
 

@@ -111,6 +111,16 @@ async fn put(
             name: r.name.clone(),
         });
     }
+    // The auth layer only checked `deployments/write`: each resource needs what its own PUT
+    // would, checked before anything is applied.
+    for (i, t) in targets.iter().enumerate() {
+        crate::auth::check_write(&s, p.as_deref(), &t.id(&group.name), &t.kind.full_type())
+            .await
+            .map_err(|mut e| {
+                e.0.target = Some(format!("resources[{i}]"));
+                e
+            })?;
+    }
     let mut outputs = Vec::new();
     for (i, (t, r)) in targets.iter().zip(&resources).enumerate() {
         let (value, _) = put_resource(&s, p.as_deref(), t, &r.body)

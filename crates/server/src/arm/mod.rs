@@ -210,9 +210,18 @@ pub async fn put_resource(
     let existing = state.store.get(&id).await?;
     let props = req.properties.clone().unwrap_or(Value::Null);
     let mut secrets = Vec::new();
+    let mut new_secret = None;
     let properties = match target.kind {
         Kind::SessionPool => tracked::pool_properties(state, target, &group.name, &props)?,
-        Kind::Identity => tracked::identity_properties(state, existing.as_ref()),
+        Kind::Identity => {
+            // Auth hook: a new identity gets a client secret, stored as a hash, answered once.
+            let i = crate::auth::identity_properties(state, existing.as_ref())?;
+            if let Some(h) = i.secret_hash {
+                secrets.push((crate::auth::SECRET_HASH, h.as_str().to_owned()));
+            }
+            new_secret = i.new_secret;
+            i.properties
+        }
         Kind::ManagedCluster => {
             let (p, kubeconfig) = tracked::cluster_properties(state, &id, &props).await?;
             if let Some(k) = kubeconfig {
@@ -234,11 +243,23 @@ pub async fn put_resource(
     let created =
         store_resource(state, &group, target, envelope.clone(), existing.as_ref()).await?;
     let stored = state.store.get(&id).await?.ok_or_else(ApiError::internal)?;
+    if target.kind == Kind::SessionPool {
+        // Sessions hook: PUT, PATCH and deployments apply a pool's settings live.
+        crate::sessions::pool_changed(state, &id, &envelope["properties"]).await;
+    }
     for (name, value) in secrets {
         if value.is_empty() {
             state.store.delete_secret(&id, name).await?;
         } else {
             state.store.put_secret(&stored, name, &value).await?;
+        }
+    }
+    let mut envelope = envelope;
+    if target.kind == Kind::Identity {
+        // Auth hook: the lookup columns last, so a credential is usable only once complete.
+        crate::auth::index_resource(state, &id, &envelope).await?;
+        if let Some(secret) = new_secret {
+            envelope["properties"]["clientSecret"] = json!(secret.expose());
         }
     }
     Ok((envelope, created))

@@ -122,7 +122,12 @@ async fn delete(
     Path((sub, rg)): Path<(String, String)>,
 ) -> HttpResult<Response> {
     let g = require_group(&s, &sub, &rg).await?;
+    // Sessions hook: the group's pools lose their sessions once the group is gone.
+    let pools = crate::sessions::pools_of_group(&s, &sub, &g.name).await;
     let n = s.store.delete_resource_group(&sub, &g.name).await?;
+    for id in &pools {
+        crate::sessions::pool_deleted(&s, id).await;
+    }
     tracing::info!(resource_group = %g.name, resources = n, "deleted resource group");
     accepted_with_location(&s, &q, &sub, &g.id).await
 }

@@ -91,7 +91,13 @@ async fn delete(s: &AppState, q: &Query, t: &Target) -> HttpResult<Response> {
     match get_resource(s, t).await {
         Ok(r) => {
             s.store.delete(&r.id).await?;
+            if t.kind == Kind::Identity {
+                // Auth hook: the identity's role assignments go with it.
+                crate::auth::identity_deleted(s, &r).await?;
+            }
             if t.kind == Kind::SessionPool {
+                // Sessions hook: a deleted pool's sessions and ready sandboxes go with it.
+                crate::sessions::pool_deleted(s, &r.id).await;
                 // Pools answer 202 + Location (never 200): what the SDKs' delete pollers expect.
                 return accepted_with_location(s, q, &t.subscription, &r.id).await;
             }
@@ -172,22 +178,6 @@ pub fn pool_properties(
     serde_json::to_value(p).map_err(|_| ApiError::internal())
 }
 
-/// Identity properties: ids are minted once and kept across PUTs.
-pub fn identity_properties(s: &AppState, existing: Option<&StoredResource>) -> Value {
-    let prev = existing.map(|e| &e.body["properties"]);
-    let keep = |k: &str| {
-        prev.and_then(|p| p[k].as_str())
-            .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
-    };
-    json!({
-        "principalId": keep("principalId"),
-        "clientId": keep("clientId"),
-        "tenantId": s.tenant_id.as_ref(),
-        "provisioningState": "Succeeded",
-    })
-}
-
 /// Cluster properties without the kubeconfig, and the kubeconfig to store (`Some("")` clears it).
 /// A PUT without `kubeconfig` keeps the stored one: GET never returns it, so a client that reads,
 /// edits and writes back a cluster must not lose it.
@@ -203,6 +193,10 @@ pub async fn cluster_properties(
         None => s.store.get_secret(id, "kubeconfig").await?.is_some(),
     };
     p.provisioning_state = Some("Succeeded".into());
+    // AKS clients read `powerState.code` to tell a stopped cluster; a sandpool cluster is a run
+    // target that is always ready.
+    p.extra
+        .insert("powerState".into(), json!({"code": "Running"}));
     let v = serde_json::to_value(p).map_err(|_| ApiError::internal())?;
     Ok((v, kubeconfig))
 }

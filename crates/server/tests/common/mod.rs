@@ -100,7 +100,14 @@ impl Api {
         headers: &[(&str, &str)],
     ) -> Resp {
         let mut req = self.http.request(method, url);
-        for (k, v) in headers {
+        // Every request carries the admin's token unless the test sends its own.
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            req = req.header("authorization", self.admin_auth(url));
+        }
+        for (k, v) in headers.iter().filter(|(_, v)| !v.is_empty()) {
             req = req.header(*k, *v);
         }
         if let Some(b) = body {
@@ -136,6 +143,18 @@ impl Api {
             headers,
             text,
             json,
+        }
+    }
+
+    /// The admin's `Authorization` value for `url`: a session-API token under a pool's
+    /// management endpoint, a management token elsewhere. (Send `("authorization", "")` to
+    /// `raw` for no token at all.)
+    pub fn admin_auth(&self, url: &str) -> String {
+        let path = url.split('?').next().unwrap_or(url).to_ascii_lowercase();
+        if path.contains("/sessionpools/") && !path.contains("/providers/") {
+            self.srv.sessions_header()
+        } else {
+            self.srv.admin_header()
         }
     }
 

@@ -1,0 +1,838 @@
+//! Authentication and authorisation over real HTTP against a real server (both stores): the
+//! tutorial's identity → role assignment → token → execute flow, a denial table over every route
+//! family, identity secrets (shown once, reset, deleted), deployments checked per resource, and
+//! no secret or key in the server's logs or answers.
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use sandpool_auth::{DYNAMIC_SESSIONS_AUDIENCE, MANAGEMENT_AUDIENCE};
+use sandpool_server::testing::TestStore;
+use serde_json::{json, Value};
+
+const SESSION_EXECUTOR: &str = "Azure ContainerApps Session Executor";
+
+fn rg_id(rg: &str) -> String {
+    format!("/subscriptions/{SUB}/resourceGroups/{rg}")
+}
+
+fn identity_path(rg: &str, name: &str) -> String {
+    format!(
+        "{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}",
+        rg_id(rg)
+    )
+}
+
+fn cluster_path(rg: &str, name: &str) -> String {
+    format!(
+        "{}/providers/Microsoft.ContainerService/managedClusters/{name}",
+        rg_id(rg)
+    )
+}
+
+/// The data-plane base (`poolManagementEndpoint` without the host).
+fn endpoint(rg: &str, pool: &str) -> String {
+    format!("/subscriptions/{SUB}/resourceGroups/{rg}/sessionPools/{pool}")
+}
+
+/// A created identity: its ids and the secret its PUT answered.
+struct Identity {
+    principal_id: String,
+    client_id: String,
+    secret: String,
+}
+
+async fn create_identity(api: &Api, rg: &str, name: &str) -> Identity {
+    let r = api
+        .put(&identity_path(rg, name), json!({"location": "westus"}))
+        .await;
+    r.assert_status(201);
+    let p = &r.json["properties"];
+    let s = |k: &str| {
+        p[k].as_str()
+            .unwrap_or_else(|| panic!("{k} missing: {}", r.text))
+            .to_owned()
+    };
+    Identity {
+        principal_id: s("principalId"),
+        client_id: s("clientId"),
+        secret: s("clientSecret"),
+    }
+}
+
+async fn create_pool(api: &Api, rg: &str, name: &str) {
+    let r = api
+        .put(
+            &pool_path(rg, name),
+            json!({"location": "westus", "properties": {"poolManagementType": "Dynamic", "containerType": "Shell"}}),
+        )
+        .await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+}
+
+/// The full id of a built-in role, looked up by name the way a client does.
+async fn role_id(api: &Api, name: &str) -> String {
+    let filter = format!("roleName eq '{name}'").replace(' ', "%20");
+    let r = api
+        .get(&format!(
+            "/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions?$filter={filter}"
+        ))
+        .await;
+    r.assert_status(200);
+    let v = r.json["value"].as_array().expect("value");
+    assert_eq!(v.len(), 1, "{}", r.text);
+    v[0]["id"].as_str().expect("id").to_owned()
+}
+
+/// Assigns `role` (a name) to `principal` at `scope`; returns the assignment's path.
+async fn assign(api: &Api, scope: &str, role: &str, principal: &str) -> String {
+    let role = role_id(api, role).await;
+    let path = format!(
+        "{scope}/providers/Microsoft.Authorization/roleAssignments/{}",
+        uuid::Uuid::new_v4()
+    );
+    let r = api
+        .put(
+            &path,
+            json!({"properties": {"roleDefinitionId": role, "principalId": principal}}),
+        )
+        .await;
+    r.assert_status(201);
+    path
+}
+
+/// POST /oauth2/token with client credentials; the answer as it came.
+async fn token_request(api: &Api, client_id: &str, secret: &str, resource: &str) -> Resp {
+    let resp = api
+        .http
+        .post(format!("{}/oauth2/token", api.srv.base_url))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", secret),
+            ("resource", resource),
+        ])
+        .send()
+        .await
+        .expect("token request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.expect("body");
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Resp {
+        status,
+        headers,
+        text,
+        json,
+    }
+}
+
+async fn token_of(api: &Api, id: &Identity, resource: &str) -> String {
+    let r = token_request(api, &id.client_id, &id.secret, resource).await;
+    r.assert_status(200);
+    assert_eq!(r.json["token_type"], "Bearer");
+    r.json["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
+
+async fn with_token(
+    api: &Api,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Resp {
+    let auth = format!("Bearer {token}");
+    let body = body.map(|b| serde_json::to_vec(&b).expect("json"));
+    api.raw(method, &api.url(path), body, &[("authorization", &auth)])
+        .await
+}
+
+async fn execute(api: &Api, rg: &str, pool: &str, token: &str) -> Resp {
+    with_token(
+        api,
+        Method::POST,
+        &format!("{}/executions?identifier=tutorial-1", endpoint(rg, pool)),
+        token,
+        Some(json!({"shellCommand": "echo Hello world!"})),
+    )
+    .await
+}
+
+/// Whether the request got past authentication and authorisation.
+#[track_caller]
+fn assert_passed_auth(r: &Resp, what: &str) {
+    assert!(
+        r.status != 401 && r.status != 403,
+        "{what}: denied with {}: {}",
+        r.status,
+        r.text
+    );
+}
+
+/// The tutorial: identity → Session Executor at the pool → token → execute; elsewhere 403;
+/// management 403; assignment deleted → 403; identity deleted → 401.
+async fn tutorial_flow(store: TestStore) {
+    let api = Api::start(store).await;
+    api.group("rg1").await;
+    create_pool(&api, "rg1", "pool1").await;
+    create_pool(&api, "rg1", "pool2").await;
+    let id = create_identity(&api, "rg1", "executor").await;
+    let assignment = assign(
+        &api,
+        &pool_path("rg1", "pool1"),
+        SESSION_EXECUTOR,
+        &id.principal_id,
+    )
+    .await;
+    let sessions = token_of(&api, &id, DYNAMIC_SESSIONS_AUDIENCE).await;
+    let management = token_of(&api, &id, MANAGEMENT_AUDIENCE).await;
+
+    let r = execute(&api, "rg1", "pool1", &sessions).await;
+    assert_passed_auth(&r, "execute in the assigned pool");
+    if r.status == 200 {
+        assert_eq!(r.json["result"]["stdout"], "Hello world!\n", "{}", r.text);
+    }
+    execute(&api, "rg1", "pool2", &sessions)
+        .await
+        .assert_error(403, "AuthorizationFailed");
+    // The role grants the data plane only: no management read or write of the pool.
+    with_token(
+        &api,
+        Method::GET,
+        &pool_path("rg1", "pool1"),
+        &management,
+        None,
+    )
+    .await
+    .assert_error(403, "AuthorizationFailed");
+    with_token(
+        &api,
+        Method::PUT,
+        &pool_path("rg1", "pool1"),
+        &management,
+        Some(json!({"location": "westus"})),
+    )
+    .await
+    .assert_error(403, "AuthorizationFailed");
+    // A session token is not a management token, and the other way round.
+    with_token(
+        &api,
+        Method::GET,
+        &pool_path("rg1", "pool1"),
+        &sessions,
+        None,
+    )
+    .await
+    .assert_error(401, "InvalidAuthenticationToken");
+    execute(&api, "rg1", "pool1", &management)
+        .await
+        .assert_error(401, "InvalidAuthenticationToken");
+
+    // Revoking takes effect on the next request, with the same token.
+    api.delete(&assignment).await;
+    execute(&api, "rg1", "pool1", &sessions)
+        .await
+        .assert_error(403, "AuthorizationFailed");
+
+    // Deleting the identity ends its tokens and its assignments.
+    assign(
+        &api,
+        &pool_path("rg1", "pool1"),
+        SESSION_EXECUTOR,
+        &id.principal_id,
+    )
+    .await;
+    api.delete(&identity_path("rg1", "executor"))
+        .await
+        .assert_status(200);
+    let r = execute(&api, "rg1", "pool1", &sessions).await;
+    r.assert_error(401, "InvalidAuthenticationToken");
+    assert!(r
+        .header("www-authenticate")
+        .is_some_and(|h| h.starts_with("Bearer")));
+    let list = api
+        .get(&format!(
+            "{}/providers/Microsoft.Authorization/roleAssignments?$filter=principalId%20eq%20'{}'",
+            rg_id("rg1"),
+            id.principal_id
+        ))
+        .await;
+    list.assert_status(200);
+    assert_eq!(list.json["value"], json!([]), "{}", list.text);
+    token_request(&api, &id.client_id, &id.secret, DYNAMIC_SESSIONS_AUDIENCE)
+        .await
+        .assert_status(401);
+}
+
+/// (family, method, path, body, session API?, expectation with a role at a parent scope).
+type RouteCase = (&'static str, Method, String, Option<Value>, bool, Expect);
+
+/// What a case expects.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    Denied(u16, &'static str),
+    Passes,
+}
+
+const UNAUTHENTICATED: Expect = Expect::Denied(401, "InvalidAuthenticationToken");
+const FORBIDDEN: Expect = Expect::Denied(403, "AuthorizationFailed");
+
+/// One request per route family of API.md, against every kind of bad (and one good) caller.
+async fn denial_table(store: TestStore) {
+    let api = Api::start(store).await;
+    api.group("rg1").await;
+    api.group("rg2").await;
+    create_pool(&api, "rg1", "pool1").await;
+    api.put(
+        &cluster_path("rg1", "c1"),
+        json!({"location": "westus", "properties": {"kubeconfig": "k"}}),
+    )
+    .await
+    .assert_status(201);
+    let dep = format!(
+        "{}/providers/Microsoft.Resources/deployments/d1",
+        rg_id("rg1")
+    );
+    let empty_template =
+        json!({"properties": {"mode": "Incremental", "template": {"resources": []}}});
+    api.put(&dep, empty_template.clone()).await;
+
+    let nobody = create_identity(&api, "rg2", "nobody").await;
+    let sibling = create_identity(&api, "rg2", "sibling").await;
+    assign(&api, &rg_id("rg2"), "Owner", &sibling.principal_id).await;
+    let parent = create_identity(&api, "rg2", "parent").await;
+    assign(
+        &api,
+        &format!("/subscriptions/{SUB}"),
+        "Owner",
+        &parent.principal_id,
+    )
+    .await;
+    let gone = create_identity(&api, "rg2", "gone").await;
+    assign(
+        &api,
+        &format!("/subscriptions/{SUB}"),
+        "Owner",
+        &gone.principal_id,
+    )
+    .await;
+
+    // Tokens of both audiences for each caller.
+    let mut tokens: Vec<(&str, [String; 2])> = Vec::new();
+    for (name, id) in [
+        ("nobody", &nobody),
+        ("sibling", &sibling),
+        ("parent", &parent),
+        ("gone", &gone),
+    ] {
+        tokens.push((
+            name,
+            [
+                token_of(&api, id, MANAGEMENT_AUDIENCE).await,
+                token_of(&api, id, DYNAMIC_SESSIONS_AUDIENCE).await,
+            ],
+        ));
+    }
+    api.delete(&identity_path("rg2", "gone"))
+        .await
+        .assert_status(200);
+    let token = |name: &str, sessions: bool| -> String {
+        let t = &tokens.iter().find(|t| t.0 == name).expect("caller").1;
+        t[usize::from(sessions)].clone()
+    };
+
+    // A token from another server: same issuer and claims, a key this server never had.
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let other_store = sandpool_server::store::Store::open(
+        &sandpool_server::store::Store::sqlite_url(other_dir.path()),
+    )
+    .await
+    .expect("other store");
+    let other = sandpool_server::auth::open(other_dir.path(), &api.srv.base_url, other_store)
+        .expect("other auth");
+    let admin = sandpool_auth::load_local_admin(api.srv.data_dir.path()).expect("admin.json");
+    let admin_subject = sandpool_auth::TokenSubject {
+        principal_id: admin.principal_id.clone(),
+        client_id: admin.client_id.clone(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let mint = |auth: &sandpool_server::auth::ServerAuth, aud: &str, at: u64| {
+        auth.issue_token_at(&admin_subject, aud, at)
+            .expect("mint")
+            .access_token
+            .expose()
+            .to_owned()
+    };
+
+    let pool1 = pool_path("rg1", "pool1");
+    // (family, method, path, body, session API?, expectation for a caller whose role is at a
+    // parent scope: the subscription; metrics live at `/`, above it).
+    let routes: Vec<RouteCase> = vec![
+        (
+            "resource group",
+            Method::GET,
+            rg_id("rg1"),
+            None,
+            false,
+            Expect::Passes,
+        ),
+        (
+            "resource group list",
+            Method::GET,
+            format!("/subscriptions/{SUB}/resourcegroups"),
+            None,
+            false,
+            Expect::Passes,
+        ),
+        (
+            "session pool",
+            Method::GET,
+            pool1.clone(),
+            None,
+            false,
+            Expect::Passes,
+        ),
+        (
+            "session pool patch",
+            Method::PATCH,
+            pool1.clone(),
+            Some(json!({"tags": {"a": "b"}})),
+            false,
+            Expect::Passes,
+        ),
+        (
+            "identity",
+            Method::GET,
+            identity_path("rg1", "nobody"),
+            None,
+            false,
+            Expect::Passes,
+        ),
+        (
+            "managed cluster",
+            Method::GET,
+            cluster_path("rg1", "c1"),
+            None,
+            false,
+            Expect::Passes,
+        ),
+        (
+            "deployment",
+            Method::PUT,
+            dep.clone(),
+            Some(empty_template.clone()),
+            false,
+            Expect::Passes,
+        ),
+        (
+            "role assignments",
+            Method::GET,
+            format!(
+                "{}/providers/Microsoft.Authorization/roleAssignments",
+                rg_id("rg1")
+            ),
+            None,
+            false,
+            Expect::Passes,
+        ),
+        (
+            "role definitions",
+            Method::GET,
+            format!(
+                "{}/providers/Microsoft.Authorization/roleDefinitions",
+                rg_id("rg1")
+            ),
+            None,
+            false,
+            Expect::Passes,
+        ),
+        (
+            "session execute",
+            Method::POST,
+            format!("{}/executions?identifier=table-1", endpoint("rg1", "pool1")),
+            Some(json!({"shellCommand": "true"})),
+            true,
+            Expect::Passes,
+        ),
+        (
+            "session list",
+            Method::GET,
+            format!("{}/listSessions", endpoint("rg1", "pool1")),
+            None,
+            true,
+            Expect::Passes,
+        ),
+        (
+            "run command",
+            Method::POST,
+            format!("{}/runCommand", cluster_path("rg1", "c1")),
+            Some(json!({"command": "true"})),
+            false,
+            Expect::Passes,
+        ),
+        (
+            "command results",
+            Method::GET,
+            format!("{}/commandResults/abc123", cluster_path("rg1", "c1")),
+            None,
+            false,
+            Expect::Passes,
+        ),
+        (
+            "metrics",
+            Method::GET,
+            "/metrics".to_owned(),
+            None,
+            false,
+            FORBIDDEN,
+        ),
+    ];
+
+    for (family, method, path, body, sessions, parent_expect) in &routes {
+        let (right_aud, wrong_aud) = if *sessions {
+            (DYNAMIC_SESSIONS_AUDIENCE, MANAGEMENT_AUDIENCE)
+        } else {
+            (MANAGEMENT_AUDIENCE, DYNAMIC_SESSIONS_AUDIENCE)
+        };
+        let cases: Vec<(&str, Option<String>, Expect)> = vec![
+            ("no token", None, UNAUTHENTICATED),
+            ("garbage", Some("not-a-jwt".into()), UNAUTHENTICATED),
+            (
+                "other key",
+                Some(mint(&other, right_aud, now)),
+                UNAUTHENTICATED,
+            ),
+            (
+                "expired",
+                Some(mint(api.srv.auth(), right_aud, now - 3 * 3600)),
+                UNAUTHENTICATED,
+            ),
+            (
+                "wrong audience",
+                Some(mint(api.srv.auth(), wrong_aud, now)),
+                UNAUTHENTICATED,
+            ),
+            ("no role", Some(token("nobody", *sessions)), FORBIDDEN),
+            (
+                "sibling scope",
+                Some(token("sibling", *sessions)),
+                FORBIDDEN,
+            ),
+            (
+                "parent scope",
+                Some(token("parent", *sessions)),
+                *parent_expect,
+            ),
+            (
+                "deleted identity",
+                Some(token("gone", *sessions)),
+                UNAUTHENTICATED,
+            ),
+            (
+                "admin",
+                Some(mint(api.srv.auth(), right_aud, now)),
+                Expect::Passes,
+            ),
+        ];
+        for (case, tok, expect) in cases {
+            let auth = tok.map(|t| format!("Bearer {t}")).unwrap_or_default();
+            let url = if path == "/metrics" {
+                format!("{}{path}", api.srv.base_url)
+            } else {
+                api.url(path)
+            };
+            let r = api
+                .raw(
+                    method.clone(),
+                    &url,
+                    body.as_ref().map(|b| serde_json::to_vec(b).expect("json")),
+                    &[("authorization", &auth)],
+                )
+                .await;
+            let what = format!("{family} ({method} {path}) / {case}");
+            match expect {
+                Expect::Denied(status, code) => {
+                    assert_eq!(r.status, status, "{what}: {}", r.text);
+                    assert_eq!(r.json["error"]["code"], code, "{what}: {}", r.text);
+                    assert_eq!(r.header("x-ms-error-code"), Some(code), "{what}");
+                    if status == 401 {
+                        assert!(
+                            r.header("www-authenticate")
+                                .is_some_and(|h| h.starts_with("Bearer")),
+                            "{what}: no Bearer challenge"
+                        );
+                    }
+                }
+                Expect::Passes => assert_passed_auth(&r, &what),
+            }
+        }
+    }
+}
+
+/// Identities: the secret is answered once, never by GET or list; a reset replaces it.
+async fn identity_secrets(store: TestStore) {
+    let api = Api::start(store).await;
+    api.group("rg1").await;
+    let id = create_identity(&api, "rg1", "app").await;
+    assert!(id.secret.len() >= 32);
+    let get = api.get(&identity_path("rg1", "app")).await;
+    get.assert_status(200);
+    assert!(
+        get.json["properties"].get("clientSecret").is_none(),
+        "{}",
+        get.text
+    );
+    assert_eq!(
+        get.json["properties"]["principalId"],
+        id.principal_id.as_str()
+    );
+    let list = api
+        .get(&format!(
+            "{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities",
+            rg_id("rg1")
+        ))
+        .await;
+    assert!(!list.text.contains(&id.secret));
+    // A second PUT keeps the ids and shows no secret.
+    let again = api
+        .put(&identity_path("rg1", "app"), json!({"location": "westus"}))
+        .await;
+    again.assert_status(200);
+    assert!(again.json["properties"].get("clientSecret").is_none());
+    assert_eq!(again.json["properties"]["clientId"], id.client_id.as_str());
+    token_of(&api, &id, MANAGEMENT_AUDIENCE).await;
+
+    let reset = api
+        .call(
+            Method::POST,
+            &format!("{}/resetClientSecret", identity_path("rg1", "app")),
+            None,
+        )
+        .await;
+    reset.assert_status(200);
+    let new_secret = reset.json["clientSecret"]
+        .as_str()
+        .expect("clientSecret")
+        .to_owned();
+    assert_ne!(new_secret, id.secret);
+    let r = token_request(&api, &id.client_id, &id.secret, MANAGEMENT_AUDIENCE).await;
+    r.assert_status(401);
+    assert_eq!(r.json["error"], "invalid_client");
+    let renewed = Identity {
+        secret: new_secret,
+        ..id
+    };
+    token_of(&api, &renewed, MANAGEMENT_AUDIENCE).await;
+    api.call(
+        Method::POST,
+        &format!("{}/resetClientSecret", identity_path("rg1", "missing")),
+        None,
+    )
+    .await
+    .assert_error(404, "ResourceNotFound");
+
+    // Unknown roles and malformed assignments are refused.
+    let path = format!(
+        "{}/providers/Microsoft.Authorization/roleAssignments/{}",
+        rg_id("rg1"),
+        uuid::Uuid::new_v4()
+    );
+    api.put(
+        &path,
+        json!({"properties": {"roleDefinitionId": "/subscriptions/x/providers/Microsoft.Authorization/roleDefinitions/00000000-0000-0000-0000-000000000000", "principalId": renewed.principal_id}}),
+    )
+    .await
+    .assert_error(400, "RoleDefinitionDoesNotExist");
+    api.put(
+        &path,
+        json!({"properties": {"roleDefinitionId": role_id(&api, "Reader").await, "principalId": renewed.principal_id, "scope": rg_id("rg2")}}),
+    )
+    .await
+    .assert_error(400, "InvalidRoleAssignmentScope");
+    api.get(&format!(
+        "{}/providers/Microsoft.Authorization/roleDefinitions?$filter=foo%20eq%201",
+        rg_id("rg1")
+    ))
+    .await
+    .assert_error(400, "InvalidFilter");
+}
+
+/// A template is checked resource by resource: rights on the deployment alone do not let a
+/// caller create what it could not PUT directly.
+async fn deployment_checks_each_resource(store: TestStore) {
+    let api = Api::start(store).await;
+    api.group("rg1").await;
+    let dep = format!(
+        "{}/providers/Microsoft.Resources/deployments/d1",
+        rg_id("rg1")
+    );
+    let empty = json!({"properties": {"mode": "Incremental", "template": {"resources": []}}});
+    api.put(&dep, empty.clone()).await.assert_status(201);
+    let id = create_identity(&api, "rg1", "deployer").await;
+    // Contributor on the deployment resource only.
+    assign(&api, &dep, "Contributor", &id.principal_id).await;
+    let token = token_of(&api, &id, MANAGEMENT_AUDIENCE).await;
+
+    with_token(&api, Method::PUT, &dep, &token, Some(empty))
+        .await
+        .assert_status(200);
+    let with_pool = json!({"properties": {"mode": "Incremental", "template": {"resources": [
+        {"type": "Microsoft.App/sessionPools", "apiVersion": "2024-02-02-preview", "name": "sneaky",
+         "location": "westus", "properties": {"poolManagementType": "Dynamic", "containerType": "Shell"}}
+    ]}}});
+    let r = with_token(&api, Method::PUT, &dep, &token, Some(with_pool.clone())).await;
+    r.assert_error(403, "AuthorizationFailed");
+    assert_eq!(r.json["error"]["target"], "resources[0]", "{}", r.text);
+    api.get(&pool_path("rg1", "sneaky"))
+        .await
+        .assert_error(404, "ResourceNotFound");
+    // The admin may.
+    api.put(&dep, with_pool).await.assert_status(200);
+    api.get(&pool_path("rg1", "sneaky"))
+        .await
+        .assert_status(200);
+}
+
+both_stores!(
+    tutorial_flow,
+    denial_table,
+    identity_secrets,
+    deployment_checks_each_resource
+);
+
+/// Everything the process logs (all tests of this binary), for [`secrets_stay_out_of_logs`].
+fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&buf);
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || LogWriter(Arc::clone(&sink)))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+        buf
+    })
+    .clone()
+}
+
+struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Client secrets, tokens, the admin's secret and the signing key never reach the server's log
+/// (captured at DEBUG) or an answer, whatever succeeds or fails.
+async fn secrets_stay_out_of_logs(store: TestStore) {
+    let logs = captured_logs();
+    let api = Api::start(store).await;
+    api.group("rg1").await;
+    create_pool(&api, "rg1", "pool1").await;
+    let id = create_identity(&api, "rg1", "logged").await;
+    let first = token_of(&api, &id, MANAGEMENT_AUDIENCE).await;
+    let reset = api
+        .call(
+            Method::POST,
+            &format!("{}/resetClientSecret", identity_path("rg1", "logged")),
+            None,
+        )
+        .await;
+    reset.assert_status(200);
+    let new_secret = reset.json["clientSecret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let mut answers = Vec::new();
+    // Failures: old secret, secret under another client id, unknown resource.
+    for (client, secret, resource) in [
+        (
+            id.client_id.as_str(),
+            id.secret.as_str(),
+            MANAGEMENT_AUDIENCE,
+        ),
+        (
+            "00000000-0000-0000-0000-000000000001",
+            new_secret.as_str(),
+            MANAGEMENT_AUDIENCE,
+        ),
+        (
+            id.client_id.as_str(),
+            new_secret.as_str(),
+            "https://graph.microsoft.com/",
+        ),
+    ] {
+        let r = token_request(&api, client, secret, resource).await;
+        assert!(r.status >= 400, "{}", r.text);
+        answers.push(r.text);
+    }
+    let renewed = Identity {
+        secret: new_secret.clone(),
+        principal_id: id.principal_id.clone(),
+        client_id: id.client_id.clone(),
+    };
+    let second = token_of(&api, &renewed, DYNAMIC_SESSIONS_AUDIENCE).await;
+    // Denied and refused requests log their reasons.
+    answers.push(
+        with_token(&api, Method::GET, &pool_path("rg1", "pool1"), &first, None)
+            .await
+            .text,
+    );
+    answers.push(
+        with_token(&api, Method::GET, &pool_path("rg1", "pool1"), &second, None)
+            .await
+            .text,
+    );
+    answers.push(api.get(&identity_path("rg1", "logged")).await.text);
+
+    let admin = sandpool_auth::load_local_admin(api.srv.data_dir.path()).expect("admin.json");
+    let mut secrets = vec![
+        ("first client secret", id.secret.clone()),
+        ("reset client secret", new_secret),
+        ("management token", first),
+        ("session token", second),
+        ("admin secret", admin.client_secret.expose().to_owned()),
+    ];
+    let keys = std::fs::read_dir(api.srv.data_dir.path().join("keys")).expect("keys dir");
+    for entry in keys {
+        let path = entry.expect("entry").path();
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("key file")).expect("key json");
+        let pkcs8 = v["pkcs8"].as_str().expect("pkcs8").to_owned();
+        secrets.push(("signing key", pkcs8));
+    }
+    let text =
+        String::from_utf8_lossy(&logs.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    // The capture works: the server logged this identity's token issue and denial.
+    assert!(
+        text.contains(&id.principal_id),
+        "the server's log was not captured"
+    );
+    for (what, secret) in &secrets {
+        assert!(!text.contains(secret.as_str()), "{what} in the log");
+        for a in &answers {
+            assert!(!a.contains(secret.as_str()), "{what} in an answer: {a}");
+        }
+    }
+}
+
+both_stores!(secrets_stay_out_of_logs);
