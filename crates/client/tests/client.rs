@@ -10,9 +10,15 @@ use sandpool_client::{ids, Client, ClientError, PoolSpec, StaticToken, DEFAULT_S
 use sandpool_server::testing::{TestServer, TestStore};
 use serde_json::json;
 
+/// A client of `server` carrying the local admin's management token (auth is on).
 fn client(server: &TestServer) -> Client {
+    let header = server.admin_header();
+    let token = header.trim_start_matches("Bearer ").to_string();
     Client::new(&server.base_url)
         .unwrap()
+        .with_token(std::sync::Arc::new(sandpool_client::StaticToken::new(
+            token,
+        )))
         .with_polling(Duration::from_millis(50), Duration::from_secs(60))
 }
 

@@ -119,11 +119,26 @@ impl TestServer {
             };
             let (graceful_tx, graceful_rx) = tokio::sync::oneshot::channel::<()>();
             let served = rt.spawn(async move {
-                let server = match Server::bind(&config).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(format!("{e:#}")));
-                        return;
+                // A killed server's runtime is shut down in the background, so its listener
+                // may outlive the kill by a moment: a restart on the same port waits for it.
+                let mut attempts = 0;
+                let server = loop {
+                    match Server::bind(&config).await {
+                        Ok(s) => break s,
+                        Err(e)
+                            if attempts < 100
+                                && e.chain().any(|c| {
+                                    c.downcast_ref::<std::io::Error>().map(|io| io.kind())
+                                        == Some(std::io::ErrorKind::AddrInUse)
+                                }) =>
+                        {
+                            attempts += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(format!("{e:#}")));
+                            return;
+                        }
                     }
                 };
                 let _ = ready_tx.send(Ok((
