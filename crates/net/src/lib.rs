@@ -419,11 +419,19 @@ impl NetPool {
         tokio::task::spawn_blocking(move || nft::apply(&script))
             .await
             .map_err(|e| NetError::Nft(format!("nft task: {e}")))??;
+        // An earlier process's slots keep their addresses until `sweep` decides their fate:
+        // making a slot under a name that exists would tear down the one that is there.
+        let mut state = State::default();
+        for name in existing_slots(&nl, &cfg).await? {
+            if let Some(off) = slot_addr(&name).and_then(|a| cfg.subnet.offset(a)) {
+                state.used.insert(off);
+            }
+        }
         let inner = Arc::new(Inner {
             cfg,
             nl,
             bridge_index,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             refill: Arc::new(tokio::sync::Notify::new()),
             closed: AtomicBool::new(false),
             refill_task: Mutex::new(None),
@@ -490,7 +498,14 @@ impl NetPool {
             }
             true
         };
-        remove_slots(&inner.nl, &inner.cfg, &skip).await
+        let removed = remove_slots(&inner.nl, &inner.cfg, &skip).await?;
+        let mut st = inner.state();
+        for name in &removed {
+            if let Some(off) = slot_addr(name).and_then(|a| inner.cfg.subnet.offset(a)) {
+                st.used.remove(&off);
+            }
+        }
+        Ok(removed.len())
     }
 
     /// Destroys the ready slots and stops refilling. Host setup stays; slots handed out stay
@@ -539,11 +554,9 @@ impl NetPool {
 
 /// Removes the slots of `cfg`'s subnet found on the host and in the state dir, except those
 /// `skip` names. Returns how many were removed.
-async fn remove_slots(
-    nl: &netlink::Host,
-    cfg: &NetConfig,
-    skip: &(dyn Fn(&str) -> bool + Send + Sync),
-) -> Result<usize, NetError> {
+/// Names of this subnet's slots present on the host: veths and netns files, ours or an earlier
+/// process's.
+async fn existing_slots(nl: &netlink::Host, cfg: &NetConfig) -> Result<BTreeSet<String>, NetError> {
     let ours = |name: &str| slot_addr(name).is_some_and(|a| cfg.subnet.offset(a).is_some());
     let mut names: BTreeSet<String> = nl
         .links_with_prefix(SLOT_PREFIX)
@@ -562,14 +575,23 @@ async fn remove_slots(
             }
         }
     }
-    let mut removed = 0;
-    for name in names {
+    Ok(names)
+}
+
+/// Removes the slots present on the host that `skip` does not claim; returns their names.
+async fn remove_slots(
+    nl: &netlink::Host,
+    cfg: &NetConfig,
+    skip: &(dyn Fn(&str) -> bool + Send + Sync),
+) -> Result<Vec<String>, NetError> {
+    let mut removed = Vec::new();
+    for name in existing_slots(nl, cfg).await? {
         if skip(&name) {
             continue;
         }
         nl.del_link_by_name(&name).await?;
         ns::remove(&cfg.state_dir.join(&name));
-        removed += 1;
+        removed.push(name);
     }
     Ok(removed)
 }

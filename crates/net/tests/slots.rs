@@ -399,7 +399,14 @@ async fn release_sweep_and_teardown_leave_nothing() {
     assert_eq!(leftovers.len(), 4, "{leftovers:?}");
     drop(pool);
 
+    // A restarted process refills before it sweeps: its new slots must not take the names
+    // (and so tear down the veths) of slots still in use from before.
     let pool = NetPool::new(cfg.clone()).await.expect("second pool");
+    wait_ready(&pool, 2).await;
+    for n in &leftovers {
+        assert!(link_exists(n), "refill replaced the earlier slot {n}");
+        assert!(cfg.state_dir.join(n).exists(), "refill replaced netns {n}");
+    }
     pool.shutdown().await.expect("stop refilling");
     let keep_name = kept.name.clone();
     let removed = pool
