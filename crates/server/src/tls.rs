@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 fn install_provider() {
-    // Several crypto providers are linked in (reqwest's and axum-server's); pick one explicitly.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // Only ring is linked (aws-lc-rs needs a long C build); rustls still wants it named.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 pub async fn from_files(cert: &Path, key: &Path) -> anyhow::Result<RustlsConfig> {
