@@ -112,7 +112,9 @@ impl ExecutionRecord {
 pub trait SessionStore: Send + Sync + 'static {
     /// Inserts the session or replaces the one with the same (pool, identifier).
     async fn upsert_session(&self, session: &SessionRecord) -> StoreResult<()>;
-    /// Returns whether a session was deleted.
+    /// Deletes the session and its executions (they would otherwise pile up with their output,
+    /// and no route can reach them once the identifier is gone). Returns whether a session was
+    /// deleted.
     async fn delete_session(&self, pool: &PoolKey, identifier: &str) -> StoreResult<bool>;
     async fn list_sessions(&self) -> StoreResult<Vec<SessionRecord>>;
     /// Returns `false` (and changes nothing) when (pool, identifier, id) already exists.
@@ -165,6 +167,10 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete_session(&self, pool: &PoolKey, identifier: &str) -> StoreResult<bool> {
+        self.executions
+            .lock()
+            .map_err(|_| poisoned())?
+            .retain(|(p, i, _), _| !(p == pool && i == identifier));
         let mut map = self.sessions.lock().map_err(|_| poisoned())?;
         Ok(map.remove(&(pool.clone(), identifier.to_owned())).is_some())
     }

@@ -279,4 +279,28 @@ async fn executions_contract(store: &dyn SessionStore, pool_a: &PoolKey, pool_b:
         0,
         "nothing is Running any more"
     );
+
+    // A session's executions go with it; other sessions' stay.
+    store
+        .delete_session(pool_a, "user-1")
+        .await
+        .expect("delete_session");
+    assert_eq!(
+        store
+            .get_execution(pool_a, "user-1", "exec-1")
+            .await
+            .expect("get"),
+        None,
+        "executions of a deleted session are gone"
+    );
+    assert!(store
+        .get_execution(pool_a, "user-2", "exec-1")
+        .await
+        .expect("get")
+        .is_some());
+    assert!(store
+        .get_execution(pool_b, "user-1", "exec-2")
+        .await
+        .expect("get")
+        .is_some());
 }

@@ -150,11 +150,18 @@ impl SessionStore for Store {
     }
 
     async fn delete_session(&self, pool: &PoolKey, identifier: &str) -> StoreResult<bool> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM executions WHERE pool_key = $1 AND identifier = $2")
+            .bind(pool.as_str())
+            .bind(identifier)
+            .execute(&mut *tx)
+            .await?;
         let n = sqlx::query("DELETE FROM sessions WHERE pool_key = $1 AND identifier = $2")
             .bind(pool.as_str())
             .bind(identifier)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(n.rows_affected() > 0)
     }
 
