@@ -11,7 +11,7 @@ use axum::extract::{Form, State};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, WWW_AUTHENTICATE};
 use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -332,7 +332,7 @@ pub(crate) fn router<S: AuthStore>(auth: Auth<S>) -> Router {
         .route("/.well-known/jwks.json", get(jwks::<S>))
         .route(
             "/.well-known/openid-configuration",
-            get(openid_configuration::<S>),
+            discovery::<S>("/oauth2/token".into()),
         );
     // MSAL puts the tenant in the path. Spelled out statically (this tenant, `common`,
     // `organizations`) rather than as `/{tenant}/…`, which would clash with a server's
@@ -353,11 +353,11 @@ pub(crate) fn router<S: AuthStore>(auth: Auth<S>) -> Router {
             )
             .route(
                 &format!("/{tenant}/.well-known/openid-configuration"),
-                get(openid_configuration::<S>),
+                discovery::<S>(format!("/{tenant}/oauth2/token")),
             )
             .route(
                 &format!("/{tenant}/v2.0/.well-known/openid-configuration"),
-                get(openid_configuration::<S>),
+                discovery::<S>(format!("/{tenant}/oauth2/v2.0/token")),
             );
     }
     router.with_state(auth)
@@ -442,11 +442,23 @@ async fn jwks<S: AuthStore>(State(auth): State<Auth<S>>) -> Response {
     Json(auth.jwks()).into_response()
 }
 
-async fn openid_configuration<S: AuthStore>(State(auth): State<Auth<S>>) -> Response {
+/// A discovery document whose token endpoint is `token_path`: the one beside the document, as
+/// Entra's are (MSAL reads the tenant from that URL's first path segment).
+fn discovery<S: AuthStore>(token_path: String) -> MethodRouter<Auth<S>> {
+    get(move |State(auth): State<Auth<S>>| {
+        let token_path = token_path.clone();
+        async move { openid_configuration(&auth, &token_path) }
+    })
+}
+
+fn openid_configuration<S: AuthStore>(auth: &Auth<S>, token_path: &str) -> Response {
     let iss = auth.issuer();
     let mut response = Json(json!({
         "issuer": iss,
-        "token_endpoint": format!("{iss}/oauth2/token"),
+        "token_endpoint": format!("{iss}{token_path}"),
+        // Required by the discovery spec and read by MSAL; only client credentials exist
+        // here, so nothing answers at this address.
+        "authorization_endpoint": format!("{iss}/oauth2/v2.0/authorize"),
         "jwks_uri": format!("{iss}/.well-known/jwks.json"),
         "response_types_supported": ["token"],
         "grant_types_supported": ["client_credentials"],

@@ -29,7 +29,7 @@ pub use bootstrap::{fetch_token, load_local_admin, LocalCredential, ADMIN_FILE};
 pub use http::{AuthLayer, AuthService, OAuthError, Principal, PrincipalKind};
 pub use keys::{KeyStore, SigningKey, ALGORITHM};
 pub use permission::{
-    required_permission, Access, Audience, Requirement, DYNAMIC_SESSIONS_AUDIENCE,
+    is_public_path, required_permission, Access, Audience, Requirement, DYNAMIC_SESSIONS_AUDIENCE,
     MANAGEMENT_AUDIENCE, MANAGEMENT_AUDIENCE_LEGACY,
 };
 pub use roles::{

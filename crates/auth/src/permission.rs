@@ -81,13 +81,24 @@ pub enum Access {
     Protected(Requirement),
 }
 
-/// The access rule for `method` `path` (path only, no query; raw or percent-decoded).
-pub fn required_permission(method: &Method, path: &str) -> Access {
-    let segs: Vec<String> = path
-        .split('/')
+fn segments(path: &str) -> Vec<String> {
+    path.split('/')
         .filter(|s| !s.is_empty())
         .map(percent_decode)
-        .collect();
+        .collect()
+}
+
+/// Whether `path` (no query; raw or percent-decoded) is a public route: token endpoints and
+/// discovery (with or without a tenant segment in front, as MSAL sends them), health, OpenAPI.
+/// The server's other conventions (the `api-version` check) exempt exactly these too, so a
+/// token client that knows nothing of ARM is never asked for one.
+pub fn is_public_path(path: &str) -> bool {
+    is_public(&segments(path))
+}
+
+/// The access rule for `method` `path` (path only, no query; raw or percent-decoded).
+pub fn required_permission(method: &Method, path: &str) -> Access {
+    let segs = segments(path);
     let seg = |i: usize| segs.get(i).map(String::as_str);
     let is = |i: usize, kw: &str| seg(i).is_some_and(|s| s.eq_ignore_ascii_case(kw));
 
@@ -337,6 +348,15 @@ mod tests {
             "/my-tenant/v2.0/.well-known/openid-configuration",
         ] {
             assert_eq!(required_permission(&Method::POST, p), Access::Public, "{p}");
+            assert!(is_public_path(p), "{p}");
+        }
+        for p in [
+            "/metrics",
+            "/",
+            "/subscriptions/s/resourceGroups",
+            "/oauth2",
+        ] {
+            assert!(!is_public_path(p), "{p}");
         }
     }
 

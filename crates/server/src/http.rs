@@ -203,11 +203,11 @@ pub fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Routes that answer without `api-version` (operations and token endpoints).
+/// Routes that answer without `api-version`: `/metrics` and every public route (token
+/// endpoints and discovery under any tenant prefix, health, OpenAPI), whose clients (MSAL,
+/// azure-identity, probes) never send one. One list with the auth layer's, so they cannot drift.
 fn exempt_from_api_version(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
-        || path.starts_with("/.well-known/")
-        || path.starts_with("/oauth2/")
+    path == "/metrics" || sandpool_auth::is_public_path(path)
 }
 
 /// The route template a request matched, for metrics and spans.

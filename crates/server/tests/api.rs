@@ -669,18 +669,6 @@ async fn role_assignments(store: TestStore) {
         .assert_error(404, "RoleAssignmentNotFound");
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.()".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 async fn role_definitions(store: TestStore) {
     let api = Api::start(store).await;
     let path = format!("/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions");

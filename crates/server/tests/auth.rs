@@ -61,11 +61,17 @@ async fn create_identity(api: &Api, rg: &str, name: &str) -> Identity {
     }
 }
 
+/// A Shell pool without egress (test servers have no egress network, and a pool asking for
+/// it could not start sessions).
 async fn create_pool(api: &Api, rg: &str, name: &str) {
     let r = api
         .put(
             &pool_path(rg, name),
-            json!({"location": "westus", "properties": {"poolManagementType": "Dynamic", "containerType": "Shell"}}),
+            json!({"location": "westus", "properties": {
+                "poolManagementType": "Dynamic",
+                "containerType": "Shell",
+                "sessionNetworkConfiguration": {"status": "EgressDisabled"},
+            }}),
         )
         .await;
     assert!(r.status == 201 || r.status == 200, "{}", r.text);
@@ -104,28 +110,32 @@ async fn assign(api: &Api, scope: &str, role: &str, principal: &str) -> String {
 
 /// POST /oauth2/token with client credentials; the answer as it came.
 async fn token_request(api: &Api, client_id: &str, secret: &str, resource: &str) -> Resp {
+    let url = format!("{}/oauth2/token", api.srv.base_url);
+    token_request_at(api, &url, client_id, secret, ("resource", resource)).await
+}
+
+/// A client-credentials request to the token endpoint at `url`, with `target` as
+/// `("resource", …)` (v1) or `("scope", …)` (v2), and no `api-version`, as OAuth clients send it.
+async fn token_request_at(
+    api: &Api,
+    url: &str,
+    client_id: &str,
+    secret: &str,
+    target: (&str, &str),
+) -> Resp {
     let resp = api
         .http
-        .post(format!("{}/oauth2/token", api.srv.base_url))
+        .post(url)
         .form(&[
             ("grant_type", "client_credentials"),
             ("client_id", client_id),
             ("client_secret", secret),
-            ("resource", resource),
+            target,
         ])
         .send()
         .await
         .expect("token request");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.expect("body");
-    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Resp {
-        status,
-        headers,
-        text,
-        json,
-    }
+    Resp::read(resp).await
 }
 
 async fn token_of(api: &Api, id: &Identity, resource: &str) -> String {
@@ -145,10 +155,7 @@ async fn with_token(
     token: &str,
     body: Option<Value>,
 ) -> Resp {
-    let auth = format!("Bearer {token}");
-    let body = body.map(|b| serde_json::to_vec(&b).expect("json"));
-    api.raw(method, &api.url(path), body, &[("authorization", &auth)])
-        .await
+    send_as(api, method, &api.url(path), body.as_ref(), Some(token)).await
 }
 
 async fn execute(api: &Api, rg: &str, pool: &str, token: &str) -> Resp {
@@ -162,40 +169,35 @@ async fn execute(api: &Api, rg: &str, pool: &str, token: &str) -> Resp {
     .await
 }
 
-/// Whether the request got past authentication and authorisation.
-#[track_caller]
-fn assert_passed_auth(r: &Resp, what: &str) {
-    assert!(
-        r.status != 401 && r.status != 403,
-        "{what}: denied with {}: {}",
-        r.status,
-        r.text
-    );
+/// The tutorial's setup: group `rg1`, its pool `pool1`, and an identity `name` that is Session
+/// Executor on that pool. Returns the identity and its role assignment's path.
+async fn executor_of_pool1(api: &Api, name: &str) -> (Identity, String) {
+    api.group("rg1").await;
+    create_pool(api, "rg1", "pool1").await;
+    let id = create_identity(api, "rg1", name).await;
+    let assignment = assign(
+        api,
+        &pool_path("rg1", "pool1"),
+        SESSION_EXECUTOR,
+        &id.principal_id,
+    )
+    .await;
+    (id, assignment)
 }
 
 /// The tutorial: identity → Session Executor at the pool → token → execute; elsewhere 403;
 /// management 403; assignment deleted → 403; identity deleted → 401.
 async fn tutorial_flow(store: TestStore) {
     let api = Api::start(store).await;
-    api.group("rg1").await;
-    create_pool(&api, "rg1", "pool1").await;
+    let (id, assignment) = executor_of_pool1(&api, "executor").await;
     create_pool(&api, "rg1", "pool2").await;
-    let id = create_identity(&api, "rg1", "executor").await;
-    let assignment = assign(
-        &api,
-        &pool_path("rg1", "pool1"),
-        SESSION_EXECUTOR,
-        &id.principal_id,
-    )
-    .await;
     let sessions = token_of(&api, &id, DYNAMIC_SESSIONS_AUDIENCE).await;
     let management = token_of(&api, &id, MANAGEMENT_AUDIENCE).await;
 
     let r = execute(&api, "rg1", "pool1", &sessions).await;
-    assert_passed_auth(&r, "execute in the assigned pool");
-    if r.status == 200 {
-        assert_eq!(r.json["result"]["stdout"], "Hello world!\n", "{}", r.text);
-    }
+    r.assert_status(200);
+    assert_eq!(r.json["result"]["stdout"], "Hello world!\n", "{}", r.text);
+    assert_eq!(r.json["result"]["exitCode"], 0, "{}", r.text);
     execute(&api, "rg1", "pool2", &sessions)
         .await
         .assert_error(403, "AuthorizationFailed");
@@ -268,14 +270,51 @@ async fn tutorial_flow(store: TestStore) {
         .assert_status(401);
 }
 
-/// (family, method, path, body, session API?, expectation with a role at a parent scope).
+/// (family, method, path, body, session API?, answer to a caller whose role is at a parent
+/// scope).
 type RouteCase = (&'static str, Method, String, Option<Value>, bool, Expect);
 
 /// What a case expects.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Expect {
+    /// Refused with this status and error code (a 401 with a Bearer challenge).
     Denied(u16, &'static str),
-    Passes,
+    /// Let through: the handler's own answer has this status.
+    Answers(u16),
+}
+
+/// Checks one answer of the denial tests against its expectation.
+#[track_caller]
+fn check(r: &Resp, expect: Expect, what: &str) {
+    match expect {
+        Expect::Denied(status, code) => {
+            assert_eq!(r.status, status, "{what}: {}", r.text);
+            assert_eq!(r.json["error"]["code"], code, "{what}: {}", r.text);
+            assert_eq!(r.header("x-ms-error-code"), Some(code), "{what}");
+            if status == 401 {
+                assert!(
+                    r.header("www-authenticate")
+                        .is_some_and(|h| h.starts_with("Bearer")),
+                    "{what}: no Bearer challenge"
+                );
+            }
+        }
+        Expect::Answers(status) => assert_eq!(r.status, status, "{what}: {}", r.text),
+    }
+}
+
+/// `method` `url` with `Authorization: Bearer <token>` (none without a token).
+async fn send_as(
+    api: &Api,
+    method: Method,
+    url: &str,
+    body: Option<&Value>,
+    token: Option<&str>,
+) -> Resp {
+    let auth = token.map(|t| format!("Bearer {t}")).unwrap_or_default();
+    let body = body.map(|b| serde_json::to_vec(b).expect("json"));
+    api.raw(method, url, body, &[("authorization", &auth)])
+        .await
 }
 
 const UNAUTHENTICATED: Expect = Expect::Denied(401, "InvalidAuthenticationToken");
@@ -381,7 +420,7 @@ async fn denial_table(store: TestStore) {
             rg_id("rg1"),
             None,
             false,
-            Expect::Passes,
+            Expect::Answers(200),
         ),
         (
             "resource group list",
@@ -389,7 +428,7 @@ async fn denial_table(store: TestStore) {
             format!("/subscriptions/{SUB}/resourcegroups"),
             None,
             false,
-            Expect::Passes,
+            Expect::Answers(200),
         ),
         (
             "session pool",
@@ -397,7 +436,7 @@ async fn denial_table(store: TestStore) {
             pool1.clone(),
             None,
             false,
-            Expect::Passes,
+            Expect::Answers(200),
         ),
         (
             "session pool patch",
@@ -405,7 +444,7 @@ async fn denial_table(store: TestStore) {
             pool1.clone(),
             Some(json!({"tags": {"a": "b"}})),
             false,
-            Expect::Passes,
+            Expect::Answers(200),
         ),
         (
             "identity",
@@ -413,7 +452,7 @@ async fn denial_table(store: TestStore) {
             identity_path("rg1", "nobody"),
             None,
             false,
-            Expect::Passes,
+            Expect::Answers(404),
         ),
         (
             "managed cluster",
@@ -421,7 +460,7 @@ async fn denial_table(store: TestStore) {
             cluster_path("rg1", "c1"),
             None,
             false,
-            Expect::Passes,
+            Expect::Answers(200),
         ),
         (
             "deployment",
@@ -429,7 +468,7 @@ async fn denial_table(store: TestStore) {
             dep.clone(),
             Some(empty_template.clone()),
             false,
-            Expect::Passes,
+            Expect::Answers(200),
         ),
         (
             "role assignments",
@@ -440,7 +479,7 @@ async fn denial_table(store: TestStore) {
             ),
             None,
             false,
-            Expect::Passes,
+            Expect::Answers(200),
         ),
         (
             "role definitions",
@@ -451,7 +490,7 @@ async fn denial_table(store: TestStore) {
             ),
             None,
             false,
-            Expect::Passes,
+            Expect::Answers(200),
         ),
         (
             "session execute",
@@ -459,7 +498,7 @@ async fn denial_table(store: TestStore) {
             format!("{}/executions?identifier=table-1", endpoint("rg1", "pool1")),
             Some(json!({"shellCommand": "true"})),
             true,
-            Expect::Passes,
+            Expect::Answers(200),
         ),
         (
             "session list",
@@ -467,7 +506,7 @@ async fn denial_table(store: TestStore) {
             format!("{}/listSessions", endpoint("rg1", "pool1")),
             None,
             true,
-            Expect::Passes,
+            Expect::Answers(200),
         ),
         (
             "run command",
@@ -475,7 +514,7 @@ async fn denial_table(store: TestStore) {
             format!("{}/runCommand", cluster_path("rg1", "c1")),
             Some(json!({"command": "true"})),
             false,
-            Expect::Passes,
+            Expect::Answers(202),
         ),
         (
             "command results",
@@ -483,7 +522,7 @@ async fn denial_table(store: TestStore) {
             format!("{}/commandResults/abc123", cluster_path("rg1", "c1")),
             None,
             false,
-            Expect::Passes,
+            Expect::Answers(404),
         ),
         (
             "metrics",
@@ -495,13 +534,14 @@ async fn denial_table(store: TestStore) {
         ),
     ];
 
-    for (family, method, path, body, sessions, parent_expect) in &routes {
-        let (right_aud, wrong_aud) = if *sessions {
+    // The callers that must never reach a handler, with tokens for the session API or not.
+    let refused = |sessions: bool| -> Vec<(&str, Option<String>, Expect)> {
+        let (right_aud, wrong_aud) = if sessions {
             (DYNAMIC_SESSIONS_AUDIENCE, MANAGEMENT_AUDIENCE)
         } else {
             (MANAGEMENT_AUDIENCE, DYNAMIC_SESSIONS_AUDIENCE)
         };
-        let cases: Vec<(&str, Option<String>, Expect)> = vec![
+        vec![
             ("no token", None, UNAUTHENTICATED),
             ("garbage", Some("not-a-jwt".into()), UNAUTHENTICATED),
             (
@@ -519,60 +559,266 @@ async fn denial_table(store: TestStore) {
                 Some(mint(api.srv.auth(), wrong_aud, now)),
                 UNAUTHENTICATED,
             ),
-            ("no role", Some(token("nobody", *sessions)), FORBIDDEN),
-            (
-                "sibling scope",
-                Some(token("sibling", *sessions)),
-                FORBIDDEN,
-            ),
-            (
-                "parent scope",
-                Some(token("parent", *sessions)),
-                *parent_expect,
-            ),
+            ("no role", Some(token("nobody", sessions)), FORBIDDEN),
+            ("sibling scope", Some(token("sibling", sessions)), FORBIDDEN),
             (
                 "deleted identity",
-                Some(token("gone", *sessions)),
+                Some(token("gone", sessions)),
                 UNAUTHENTICATED,
             ),
-            (
-                "admin",
-                Some(mint(api.srv.auth(), right_aud, now)),
-                Expect::Passes,
-            ),
-        ];
+        ]
+    };
+
+    for (family, method, path, body, sessions, parent_expect) in &routes {
+        let right_aud = if *sessions {
+            DYNAMIC_SESSIONS_AUDIENCE
+        } else {
+            MANAGEMENT_AUDIENCE
+        };
+        let mut cases = refused(*sessions);
+        cases.push((
+            "parent scope",
+            Some(token("parent", *sessions)),
+            *parent_expect,
+        ));
+        cases.push((
+            "admin",
+            Some(mint(api.srv.auth(), right_aud, now)),
+            // Only metrics (at `/`) refuse a subscription Owner; the admin reads them.
+            match parent_expect {
+                Expect::Answers(_) => *parent_expect,
+                Expect::Denied(..) => Expect::Answers(200),
+            },
+        ));
         for (case, tok, expect) in cases {
-            let auth = tok.map(|t| format!("Bearer {t}")).unwrap_or_default();
             let url = if path == "/metrics" {
                 format!("{}{path}", api.srv.base_url)
             } else {
                 api.url(path)
             };
-            let r = api
-                .raw(
-                    method.clone(),
-                    &url,
-                    body.as_ref().map(|b| serde_json::to_vec(b).expect("json")),
-                    &[("authorization", &auth)],
-                )
-                .await;
-            let what = format!("{family} ({method} {path}) / {case}");
-            match expect {
-                Expect::Denied(status, code) => {
-                    assert_eq!(r.status, status, "{what}: {}", r.text);
-                    assert_eq!(r.json["error"]["code"], code, "{what}: {}", r.text);
-                    assert_eq!(r.header("x-ms-error-code"), Some(code), "{what}");
-                    if status == 401 {
-                        assert!(
-                            r.header("www-authenticate")
-                                .is_some_and(|h| h.starts_with("Bearer")),
-                            "{what}: no Bearer challenge"
-                        );
-                    }
-                }
-                Expect::Passes => assert_passed_auth(&r, &what),
-            }
+            let r = send_as(&api, method.clone(), &url, body.as_ref(), tok.as_deref()).await;
+            check(&r, expect, &format!("{family} ({method} {path}) / {case}"));
         }
+    }
+
+    // Every route the server documents (its OpenAPI document lists each one it serves), with
+    // the callers that must never reach a handler.
+    let doc = api
+        .raw(
+            Method::GET,
+            &format!("{}/openapi.json", api.srv.base_url),
+            None,
+            &[("authorization", "")],
+        )
+        .await;
+    doc.assert_status(200);
+    let paths = doc.json["paths"].as_object().expect("paths");
+    let mut swept = 0;
+    for (template, item) in paths {
+        let path = concrete_path(template);
+        let public = PUBLIC_ROUTES.iter().any(|p| template.ends_with(p));
+        for (method, _) in item.as_object().expect("path item") {
+            let method: Method = method.to_uppercase().parse().expect("method");
+            let what = format!("{method} {template}");
+            let url = api.url(&path);
+            if public {
+                // Token endpoints answer OAuth errors, not the Azure body `raw` checks for.
+                let r =
+                    Resp::read(api.http.request(method, &url).send().await.expect("send")).await;
+                assert!(
+                    r.status != 401 && r.status != 403,
+                    "{what} is public: {}",
+                    r.text
+                );
+                continue;
+            }
+            // The data plane of a pool (no `providers` segment) takes session tokens.
+            let sessions = path.contains("/sessionPools/") && !path.contains("/providers/");
+            let body = json!({});
+            for (case, tok, expect) in refused(sessions) {
+                let r = send_as(&api, method.clone(), &url, Some(&body), tok.as_deref()).await;
+                check(&r, expect, &format!("{what} / {case}"));
+            }
+            swept += 1;
+        }
+    }
+    assert!(swept >= 40, "only {swept} protected routes documented");
+
+    // A refusal does not tell whether the resource exists: the same answer for a pool that
+    // is there and one that is not, on both planes.
+    for (path, sessions) in [
+        (pool_path("rg1", "{}"), false),
+        (format!("{}/listSessions", endpoint("rg1", "{}")), true),
+    ] {
+        let mut answers = Vec::new();
+        for pool in ["pool1", "nosuchpool"] {
+            let url = api.url(&path.replace("{}", pool));
+            let tok = token("nobody", sessions);
+            answers.push(send_as(&api, Method::GET, &url, None, Some(&tok)).await);
+        }
+        for r in &answers {
+            check(r, FORBIDDEN, &path);
+        }
+        assert_eq!(
+            answers[0].text.replace("pool1", "P"),
+            answers[1].text.replace("nosuchpool", "P"),
+            "{path}"
+        );
+    }
+}
+
+/// Routes API.md lets anyone call (matched on the end of a documented path).
+const PUBLIC_ROUTES: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/openapi.json",
+    "/oauth2/token",
+    "/oauth2/v2.0/token",
+    "/.well-known/openid-configuration",
+    "/.well-known/jwks.json",
+];
+
+/// A documented route template with every `{parameter}` filled in (group `rg1`, the test
+/// subscription, and names that need not exist: a refusal never depends on existence).
+fn concrete_path(template: &str) -> String {
+    let scope = format!(
+        "subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.App/sessionPools/pool1"
+    );
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find('}')
+            .map(|e| start + e)
+            .expect("closing brace");
+        let name = rest[start + 1..end]
+            .trim_start_matches('*')
+            .to_ascii_lowercase();
+        out.push_str(if name.contains("subscription") {
+            SUB
+        } else if name.contains("resourcegroup") {
+            "rg1"
+        } else if name.contains("scope") || name.contains("resourceid") {
+            // A full resource id where a scope goes: a pool of rg1.
+            &scope
+        } else {
+            "name1"
+        });
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    if out.starts_with('/') {
+        out
+    } else {
+        format!("/{out}")
+    }
+}
+
+/// Token and discovery endpoints answer without `api-version` (OAuth clients never send one),
+/// at the root and under the tenant segment MSAL and azure-identity put in front; each issues
+/// a token that works. Everything else still needs `api-version`.
+async fn token_endpoints_under_tenant_prefixes(store: TestStore) {
+    let api = Api::start(store).await;
+    let (id, _) = executor_of_pool1(&api, "msal").await;
+    let base = api.srv.base_url.clone();
+    let tenant = api.srv.auth().tenant_id().to_owned();
+    let no_token = [("authorization", "")];
+    // Each discovery document names the token endpoint beside it; a client follows that.
+    let mut token_urls = vec![format!("{base}/oauth2/v2.0/token")];
+    let mut documents = vec![(
+        "/.well-known/openid-configuration".to_owned(),
+        "/oauth2/token".to_owned(),
+    )];
+    for t in [tenant.as_str(), "common", "organizations"] {
+        documents.push((
+            format!("/{t}/.well-known/openid-configuration"),
+            format!("/{t}/oauth2/token"),
+        ));
+        documents.push((
+            format!("/{t}/v2.0/.well-known/openid-configuration"),
+            format!("/{t}/oauth2/v2.0/token"),
+        ));
+    }
+    for (path, token_path) in documents {
+        let r = api
+            .raw(Method::GET, &format!("{base}{path}"), None, &no_token)
+            .await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        assert_eq!(r.json["issuer"], base.as_str(), "{path}");
+        assert_eq!(
+            r.json["token_endpoint"],
+            format!("{base}{token_path}"),
+            "{path}"
+        );
+        // MSAL refuses a document without one, though it never calls it here.
+        assert!(
+            r.json["authorization_endpoint"].is_string(),
+            "{path}: {}",
+            r.text
+        );
+        token_urls.push(
+            r.json["token_endpoint"]
+                .as_str()
+                .expect("token_endpoint")
+                .to_owned(),
+        );
+    }
+    for url in token_urls {
+        // v2 endpoints take a scope, v1 a resource; each accepts both.
+        let target = if url.ends_with("/v2.0/token") {
+            ("scope", "https://dynamicsessions.io/.default")
+        } else {
+            ("resource", DYNAMIC_SESSIONS_AUDIENCE)
+        };
+        let r = token_request_at(&api, &url, &id.client_id, &id.secret, target).await;
+        assert_eq!(r.status, 200, "{url}: {}", r.text);
+        let token = r.json["access_token"].as_str().expect("access_token");
+        let r = with_token(
+            &api,
+            Method::POST,
+            &format!("{}/executions?identifier=msal-1", endpoint("rg1", "pool1")),
+            token,
+            Some(json!({"shellCommand": "echo via token"})),
+        )
+        .await;
+        assert_eq!(r.status, 200, "token of {url}: {}", r.text);
+        assert_eq!(r.json["result"]["stdout"], "via token\n", "{}", r.text);
+    }
+    let r = api
+        .raw(
+            Method::GET,
+            &format!("{base}/.well-known/jwks.json"),
+            None,
+            &no_token,
+        )
+        .await;
+    r.assert_status(200);
+    assert!(r.json["keys"].as_array().is_some_and(|k| !k.is_empty()));
+    for path in ["/healthz", "/readyz", "/openapi.json"] {
+        api.raw(Method::GET, &format!("{base}{path}"), None, &no_token)
+            .await
+            .assert_status(200);
+    }
+    // A tenant this server is not: no such route, and still no demand for `api-version`.
+    let r = token_request_at(
+        &api,
+        &format!("{base}/00000000-0000-0000-0000-00000000beef/oauth2/v2.0/token"),
+        &id.client_id,
+        &id.secret,
+        ("scope", "https://dynamicsessions.io/.default"),
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    // The exemption is that narrow: the rest of the API still requires `api-version`.
+    for path in [
+        rg_id("rg1"),
+        format!("/{tenant}/subscriptions/{SUB}"),
+        "/oauth2/authorize".into(),
+    ] {
+        api.raw(Method::GET, &format!("{base}{path}"), None, &[])
+            .await
+            .assert_error(400, "MissingApiVersionParameter");
     }
 }
 
@@ -702,6 +948,7 @@ async fn deployment_checks_each_resource(store: TestStore) {
 
 both_stores!(
     tutorial_flow,
+    token_endpoints_under_tenant_prefixes,
     denial_table,
     identity_secrets,
     deployment_checks_each_resource

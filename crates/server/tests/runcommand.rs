@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::{Api, Resp, SUB, V};
 use std::io::{Cursor, Write};
 use std::time::Duration;
 
@@ -13,37 +14,11 @@ use sandpool_server::testing::{TestServer, TestStore};
 use serde_json::{json, Value};
 use zip::write::SimpleFileOptions;
 
-const SUB: &str = "11111111-2222-3333-4444-555555555555";
-const V: &str = "api-version=2024-05-01";
 const NS_YAML: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: dummy\n";
 
+/// A test server and the admin's client (every answer checked for the API conventions).
 struct Client {
-    srv: TestServer,
-    http: reqwest::Client,
-    auth: String,
-}
-
-struct Resp {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    text: String,
-    json: Value,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    #[track_caller]
-    fn assert_error(&self, status: u16, code: &str) {
-        assert_eq!(self.status, status, "{}", self.text);
-        assert_eq!(self.json["error"]["code"], code, "{}", self.text);
-        assert_eq!(self.header("x-ms-error-code"), Some(code));
-        assert!(self.json["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()));
-    }
+    api: Api,
 }
 
 impl Client {
@@ -56,40 +31,18 @@ impl Client {
             configure(c);
         })
         .await;
-        let auth = format!(
-            "Bearer {}",
-            srv.token("https://management.azure.com/").await
-        );
         Client {
-            srv,
-            http: reqwest::Client::new(),
-            auth,
+            api: Api::from(srv),
         }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}?{V}", self.srv.base_url)
+        self.api.url(path)
     }
 
     async fn send(&self, method: Method, url: &str, body: Option<&Value>) -> Resp {
-        let mut req = self
-            .http
-            .request(method, url)
-            .header("authorization", &self.auth);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.expect("body");
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp {
-            status,
-            headers,
-            text,
-            json,
-        }
+        let body = body.map(|b| serde_json::to_vec(b).expect("json"));
+        self.api.raw(method, url, body, &[]).await
     }
 
     async fn setup_cluster(&self, rg: &str, name: &str, props: Value) -> String {
@@ -136,7 +89,7 @@ impl Client {
         let loc = r.header("location").expect("Location").to_owned();
         let prefix = format!(
             "{}{}/commandResults/",
-            self.srv.base_url,
+            self.api.srv.base_url,
             cluster.replace("resourcegroups", "resourceGroups")
         );
         let rest = loc
@@ -330,8 +283,8 @@ async fn crash_and_restart(store: TestStore) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    c.srv.kill();
-    c.srv.restart().await;
+    c.api.srv.kill();
+    c.api.srv.restart().await;
     let r = c.send(Method::GET, &running, None).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["properties"]["provisioningState"], "Failed");
@@ -424,7 +377,7 @@ async fn unsafe_contexts_are_refused() {
             "{p} exists on the host"
         );
     }
-    let sandboxes = c.srv.data_dir.path().join("sandboxes");
+    let sandboxes = c.api.srv.data_dir.path().join("sandboxes");
     let left: Vec<_> = std::fs::read_dir(&sandboxes)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();

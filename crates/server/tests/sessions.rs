@@ -2,21 +2,23 @@
 //! async, SSE, legacy), files (streamed 100 MiB round trip, limits, path rules), sessions,
 //! lifecycle, capacity, ready sandboxes, restart, and the SQL session store contract.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{urlencode, Api, Resp};
 use futures::StreamExt;
-use reqwest::StatusCode;
+use reqwest::Method;
 use sandpool_server::testing::{TestServer, TestStore};
 use serde_json::{json, Value};
 
 const V: &str = "api-version=2024-10-02-preview";
 const SUB: &str = sandpool_server::DEFAULT_SUBSCRIPTION;
 
-/// A test server plus clients with management and session tokens.
+/// A test server, the admin's checked client and a plain session-token client for streams.
 struct T {
-    srv: TestServer,
-    mgmt: reqwest::Client,
+    api: Api,
     data: reqwest::Client,
 }
 
@@ -27,21 +29,22 @@ impl T {
 
     async fn start_with(store: TestStore, f: impl FnOnce(&mut sandpool_server::ServeConfig)) -> T {
         let srv = TestServer::start_with(store, f).await;
-        let mgmt = srv.client();
         let data = srv.sessions_client();
-        T { srv, mgmt, data }
+        T {
+            api: Api::from(srv),
+            data,
+        }
     }
 
-    fn clients(&mut self) {
-        self.mgmt = self.srv.client();
-        self.data = self.srv.sessions_client();
+    fn srv(&self) -> &TestServer {
+        &self.api.srv
     }
 
     /// The pool management endpoint of `pool` in group `default`.
     fn ep(&self, pool: &str) -> String {
         format!(
             "{}/subscriptions/{SUB}/resourceGroups/default/sessionPools/{pool}",
-            self.srv.base_url
+            self.srv().base_url
         )
     }
 
@@ -53,103 +56,63 @@ impl T {
         )
     }
 
+    /// `method` `url` as the admin (a session token on the data plane), checked for the API's
+    /// conventions; `body` as JSON.
+    async fn call(&self, method: Method, url: &str, body: Option<Value>) -> Resp {
+        let body = body.map(|b| serde_json::to_vec(&b).expect("json"));
+        self.api.raw(method, url, body, &[]).await
+    }
+
     async fn put_pool(&self, name: &str, props: Value) {
         let url = format!(
             "{}/subscriptions/{SUB}/resourceGroups/default/providers/Microsoft.App/sessionPools/{name}?{V}",
-            self.srv.base_url
+            self.srv().base_url
         );
         let r = self
-            .mgmt
-            .put(url)
-            .json(&json!({"location": "local", "properties": props}))
-            .send()
-            .await
-            .expect("put pool");
-        let status = r.status();
+            .call(
+                Method::PUT,
+                &url,
+                Some(json!({"location": "local", "properties": props})),
+            )
+            .await;
         assert!(
-            status.is_success(),
-            "{status}: {}",
-            r.text().await.unwrap_or_default()
+            r.status == 200 || r.status == 201,
+            "{}: {}",
+            r.status,
+            r.text
         );
     }
 
-    async fn exec(&self, pool: &str, identifier: &str, cmd: &str) -> (u16, Value) {
-        let r = self
-            .data
-            .post(self.url(pool, "executions", identifier))
-            .json(&json!({"shellCommand": cmd}))
-            .send()
-            .await
-            .expect("execute");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+    async fn exec(&self, pool: &str, identifier: &str, cmd: &str) -> Resp {
+        self.call(
+            Method::POST,
+            &self.url(pool, "executions", identifier),
+            Some(json!({"shellCommand": cmd})),
+        )
+        .await
     }
 
     async fn stdout(&self, pool: &str, identifier: &str, cmd: &str) -> String {
-        let (status, v) = self.exec(pool, identifier, cmd).await;
-        assert_eq!(status, 200, "{v}");
-        v["result"]["stdout"]
+        let r = self.exec(pool, identifier, cmd).await;
+        r.assert_status(200);
+        r.json["result"]["stdout"]
             .as_str()
             .unwrap_or_default()
             .to_owned()
     }
 
     async fn metrics(&self) -> String {
-        let r = self
-            .mgmt
-            .get(format!("{}/metrics", self.srv.base_url))
-            .send()
-            .await
-            .expect("metrics");
-        r.text().await.expect("metrics text")
+        let url = format!("{}/metrics", self.srv().base_url);
+        let r = self.call(Method::GET, &url, None).await;
+        r.assert_status(200);
+        r.text
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0.0)
-}
-
-#[track_caller]
-fn assert_error(status: u16, v: &Value, want_status: u16, code: &str) {
-    assert_eq!(status, want_status, "{v}");
-    assert_eq!(v["error"]["code"], code, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{v}"
-    );
-}
-
-macro_rules! both_stores {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(sandpool_server::testing::TestStore::Sqlite).await
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name(sandpool_server::testing::TestStore::Postgres).await
-                }
-            }
-        )*
-    };
 }
 
 both_stores!(
@@ -162,17 +125,23 @@ both_stores!(
 /// the session API; async, legacy and timeouts.
 async fn tutorial_request_and_session_state(store: TestStore) {
     let t = T::start(store).await;
+    let execute = |identifier: &'static str, body: Value| {
+        let url = t.url("default", "executions", identifier);
+        let t = &t;
+        async move { t.call(Method::POST, &url, Some(body)).await }
+    };
     let r = t
-        .data
-        .post(t.url("default", "executions", "user-42"))
-        .header("operation-id", "op-1")
-        .json(&json!({"codeInputType":"inline","executionType":"synchronous","shellCommand":"echo Hello world!","timeoutInSeconds":600}))
-        .send()
-        .await
-        .expect("execute");
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["operation-id"], "op-1");
-    let v: Value = r.json().await.expect("json");
+        .api
+        .raw(
+            Method::POST,
+            &t.url("default", "executions", "user-42"),
+            Some(br#"{"codeInputType":"inline","executionType":"synchronous","shellCommand":"echo Hello world!","timeoutInSeconds":600}"#.to_vec()),
+            &[("operation-id", "op-1")],
+        )
+        .await;
+    r.assert_status(200);
+    assert_eq!(r.header("operation-id"), Some("op-1"));
+    let v = &r.json;
     assert_eq!(v["id"], "op-1");
     assert_eq!(v["identifier"], "user-42");
     assert_eq!(v["executionType"], "Synchronous");
@@ -196,28 +165,22 @@ async fn tutorial_request_and_session_state(store: TestStore) {
     assert_eq!(other, "end\n");
 
     // Field names and enums case-insensitively, the properties wrapper, `code`, exit codes.
-    let r = t
-        .data
-        .post(t.url("default", "executions", "user-42"))
-        .json(&json!({"properties": {"EXECUTIONTYPE": "Synchronous", "code": "echo err >&2; exit 3"}}))
-        .send()
-        .await
-        .expect("execute");
-    let v: Value = r.json().await.expect("json");
-    assert_eq!(v["status"], "3", "{v}");
-    assert_eq!(v["result"]["stderr"], "err\n");
+    let r = execute(
+        "user-42",
+        json!({"properties": {"EXECUTIONTYPE": "Synchronous", "code": "echo err >&2; exit 3"}}),
+    )
+    .await;
+    assert_eq!(r.json["status"], "3", "{}", r.text);
+    assert_eq!(r.json["result"]["stderr"], "err\n");
 
     // Timeout: status Failed with ExecutionTimedOut.
-    let r = t
-        .data
-        .post(t.url("default", "executions", "user-42"))
-        .json(&json!({"shellCommand": "sleep 30", "timeoutInSeconds": 1}))
-        .send()
-        .await
-        .expect("execute");
-    let v: Value = r.json().await.expect("json");
-    assert_eq!(v["status"], "Failed", "{v}");
-    assert_eq!(v["error"]["code"], "ExecutionTimedOut", "{v}");
+    let r = execute(
+        "user-42",
+        json!({"shellCommand": "sleep 30", "timeoutInSeconds": 1}),
+    )
+    .await;
+    assert_eq!(r.json["status"], "Failed", "{}", r.text);
+    assert_eq!(r.json["error"]["code"], "ExecutionTimedOut", "{}", r.text);
 
     // Bad bodies and identifiers.
     for body in [
@@ -226,56 +189,35 @@ async fn tutorial_request_and_session_state(store: TestStore) {
         json!({"shellCommand": "ls", "executionType": "sometimes"}),
         json!({"timeoutInSeconds": 5}),
     ] {
-        let r = t
-            .data
-            .post(t.url("default", "executions", "user-42"))
-            .json(&body)
-            .send()
+        execute("user-42", body)
             .await
-            .expect("post");
-        let s = r.status().as_u16();
-        assert_error(
-            s,
-            &r.json().await.expect("json"),
-            400,
-            "InvalidRequestContent",
-        );
+            .assert_error(400, "InvalidRequestContent");
     }
     for bad in ["abc", "has space", &"x".repeat(129)] {
-        let (s, v) = t.exec("default", bad, "true").await;
-        assert_eq!(s, 400, "{bad:?}: {v}");
-        assert!(v["error"]["code"].is_string(), "{v}");
+        t.exec("default", bad, "true")
+            .await
+            .assert_error(400, "InvalidSessionIdentifier");
     }
-    let (s, v) = t.exec("nosuchpool", "user-42", "true").await;
-    assert_error(s, &v, 404, "ResourceNotFound");
+    t.exec("nosuchpool", "user-42", "true")
+        .await
+        .assert_error(404, "ResourceNotFound");
 
     // Async: 202 + absolute Operation-Location, polled to completion.
-    let r = t
-        .data
-        .post(t.url("default", "executions", "user-42"))
-        .json(&json!({"shellCommand": "sleep 1; echo done", "executionType": "Asynchronous"}))
-        .send()
-        .await
-        .expect("async");
-    assert_eq!(r.status(), 202);
-    let loc = r.headers()["operation-location"]
-        .to_str()
-        .expect("ascii")
+    let r = execute(
+        "user-42",
+        json!({"shellCommand": "sleep 1; echo done", "executionType": "Asynchronous"}),
+    )
+    .await;
+    r.assert_status(202);
+    let loc = r
+        .header("operation-location")
+        .expect("Operation-Location")
         .to_owned();
-    assert!(loc.starts_with(&t.srv.base_url), "{loc}");
-    let v: Value = r.json().await.expect("json");
-    assert_eq!(v["status"], "Running");
+    assert!(loc.starts_with(&t.srv().base_url), "{loc}");
+    assert_eq!(r.json["status"], "Running");
     let mut last = Value::Null;
     for _ in 0..300 {
-        last = t
-            .data
-            .get(&loc)
-            .send()
-            .await
-            .expect("poll")
-            .json()
-            .await
-            .expect("json");
+        last = t.call(Method::GET, &loc, None).await.json;
         if last["status"] != "Running" {
             break;
         }
@@ -283,109 +225,83 @@ async fn tutorial_request_and_session_state(store: TestStore) {
     }
     assert_eq!(last["status"], "0", "{last}");
     assert_eq!(last["result"]["stdout"], "done\n");
-    assert_eq!(last["id"], v["id"]);
+    assert_eq!(last["id"], r.json["id"]);
 
     // Legacy route, trailing slash.
     let r = t
-        .data
-        .post(format!("{}/code/execute/?{V}&identifier=user-42", t.ep("default")))
-        .json(&json!({"properties": {"codeInputType": "inline", "executionType": "synchronous", "code": "echo legacy"}}))
-        .send()
-        .await
-        .expect("legacy");
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.expect("json");
-    assert_eq!(v["properties"]["status"], "Success", "{v}");
-    assert_eq!(v["properties"]["stdout"], "legacy\n");
+        .call(
+            Method::POST,
+            &format!("{}/code/execute/?{V}&identifier=user-42", t.ep("default")),
+            Some(json!({"properties": {"codeInputType": "inline", "executionType": "synchronous", "code": "echo legacy"}})),
+        )
+        .await;
+    r.assert_status(200);
+    assert_eq!(r.json["properties"]["status"], "Success", "{}", r.text);
+    assert_eq!(r.json["properties"]["stdout"], "legacy\n");
 
     // Sessions: get, list, the .management forms, stop.
-    let v: Value = t
-        .data
-        .get(t.url("default", "session", "user-42"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(v["identifier"], "user-42", "{v}");
-    assert!(v["expiresAt"].is_string() && v["etag"].is_string());
-    let v: Value = t
-        .data
-        .get(format!("{}/listSessions?{V}", t.ep("default")))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(v["count"], 2, "{v}");
-    assert_eq!(v["value"].as_array().map(Vec::len), Some(2));
     let r = t
-        .data
-        .post(format!(
-            "{}/.management/getSession?{V}&identifier=user-43",
+        .call(Method::GET, &t.url("default", "session", "user-42"), None)
+        .await;
+    r.assert_status(200);
+    assert_eq!(r.json["identifier"], "user-42", "{}", r.text);
+    assert!(r.json["expiresAt"].is_string() && r.json["etag"].is_string());
+    let list = format!("{}/listSessions?{V}", t.ep("default"));
+    let r = t.call(Method::GET, &list, None).await;
+    assert_eq!(r.json["count"], 2, "{}", r.text);
+    assert_eq!(r.json["value"].as_array().map(Vec::len), Some(2));
+    let management = |action: &str, identifier: &str| {
+        format!(
+            "{}/.management/{action}?{V}&identifier={identifier}",
             t.ep("default")
-        ))
-        .send()
+        )
+    };
+    t.call(Method::POST, &management("getSession", "user-43"), None)
         .await
-        .expect("get");
-    assert_eq!(r.status(), 200);
+        .assert_status(200);
+    t.call(Method::POST, &management("stopSession", "user-43"), None)
+        .await
+        .assert_status(204);
+    t.call(Method::GET, &t.url("default", "session", "user-43"), None)
+        .await
+        .assert_status(404);
+    t.call(
+        Method::DELETE,
+        &t.url("default", "session", "user-42"),
+        None,
+    )
+    .await
+    .assert_status(204);
     let r = t
-        .data
-        .post(format!(
-            "{}/.management/stopSession?{V}&identifier=user-43",
-            t.ep("default")
-        ))
-        .send()
-        .await
-        .expect("stop");
-    assert_eq!(r.status(), 204);
-    let r = t
-        .data
-        .get(t.url("default", "session", "user-43"))
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(r.status(), 404);
-    let r = t
-        .data
-        .delete(t.url("default", "session", "user-42"))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(r.status(), 204);
-    let v: Value = t
-        .data
-        .post(format!("{}/.management/listSessions?{V}", t.ep("default")))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(v["count"], 0, "{v}");
+        .call(
+            Method::POST,
+            &format!("{}/.management/listSessions?{V}", t.ep("default")),
+            None,
+        )
+        .await;
+    assert_eq!(r.json["count"], 0, "{}", r.text);
 
     // Deleting the pool destroys its sessions; its data plane is then 404.
     t.stdout("default", "user-44", "true").await;
     let r = t
-        .mgmt
-        .delete(format!("{}/subscriptions/{SUB}/resourceGroups/default/providers/Microsoft.App/sessionPools/default?{V}", t.srv.base_url))
-        .send()
+        .call(
+            Method::DELETE,
+            &format!("{}/subscriptions/{SUB}/resourceGroups/default/providers/Microsoft.App/sessionPools/default?{V}", t.srv().base_url),
+            None,
+        )
+        .await;
+    assert!(r.status < 300, "{}", r.text);
+    t.exec("default", "user-44", "true")
         .await
-        .expect("delete pool");
-    assert!(r.status().is_success());
-    let (s, v) = t.exec("default", "user-44", "true").await;
-    assert_error(s, &v, 404, "ResourceNotFound");
+        .assert_error(404, "ResourceNotFound");
 }
 
 /// Kill the server mid-session and restart: the identifier finds its files.
 async fn restart_keeps_the_session(store: TestStore) {
     let mut t = T::start(store).await;
     t.stdout("default", "survivor", "echo before > f.txt").await;
-    t.srv.kill();
-    t.srv.restart().await;
-    t.clients();
+    t.api.srv.kill();
+    t.api.srv.restart().await;
     assert_eq!(
         t.stdout("default", "survivor", "cat f.txt").await,
         "before\n"
@@ -396,7 +312,7 @@ async fn restart_keeps_the_session(store: TestStore) {
 /// the test server's database, whose manager runs no executions).
 async fn store_contract(store: TestStore) {
     let t = T::start_with(store, |c| c.create_defaults = false).await;
-    let db = sandpool_server::store::Store::open(&t.srv.database_url)
+    let db = sandpool_server::store::Store::open(&t.srv().database_url)
         .await
         .expect("opening the test database");
     sandpool_pools::testing::store_contract_tests(Arc::new(db)).await;
@@ -413,12 +329,9 @@ async fn timed_cooldown_ends_sessions() {
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let r = t
-            .data
-            .get(t.url("cool", "session", "short-lived"))
-            .send()
-            .await
-            .expect("get");
-        if r.status() == StatusCode::NOT_FOUND {
+            .call(Method::GET, &t.url("cool", "session", "short-lived"), None)
+            .await;
+        if r.status == 404 {
             gone = true;
             break;
         }
@@ -453,41 +366,28 @@ async fn concurrency_and_capacity() {
         seen.insert(task.await.expect("task"));
     }
     assert_eq!(seen.len(), 1, "one sandbox (one init start time): {seen:?}");
-    let v: Value = t
-        .data
-        .get(format!("{}/listSessions?{V}", t.ep("cap")))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(v["count"], 1);
+    let r = t
+        .call(
+            Method::GET,
+            &format!("{}/listSessions?{V}", t.ep("cap")),
+            None,
+        )
+        .await;
+    assert_eq!(r.json["count"], 1, "{}", r.text);
 
     t.stdout("cap", "second", "true").await;
-    let r = t
-        .data
-        .post(t.url("cap", "executions", "third"))
-        .json(&json!({"shellCommand": "true"}))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .expect("ascii")
+    let r = t.exec("cap", "third", "true").await;
+    r.assert_status(429);
+    assert!(r.json["error"]["code"].is_string(), "{}", r.text);
+    let retry: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
         .parse()
         .expect("seconds");
     assert!(retry >= 1);
-    let v: Value = r.json().await.expect("json");
-    assert!(v["error"]["code"].is_string());
-    let r = t
-        .data
-        .delete(t.url("cap", "session", "crowd"))
-        .send()
+    t.call(Method::DELETE, &t.url("cap", "session", "crowd"), None)
         .await
-        .expect("delete");
-    assert_eq!(r.status(), 204);
+        .assert_status(204);
     assert_eq!(t.stdout("cap", "third", "echo in").await, "in\n");
 }
 
@@ -518,14 +418,7 @@ async fn sse_streams_output_as_it_happens() {
         if !released && text.contains("event: stdout\ndata: \"a\\n\"") {
             assert!(!text.contains("b\\n"));
             // Another request to the same session creates the marker.
-            let r = t
-                .data
-                .post(t.url("default", "executions", "streamer"))
-                .json(&json!({"shellCommand": "touch /mnt/data/go"}))
-                .send()
-                .await
-                .expect("touch");
-            assert_eq!(r.status(), 200);
+            t.stdout("default", "streamer", "touch /mnt/data/go").await;
             released = true;
         }
         if text.contains("event: result") && text.ends_with("\n\n") {
@@ -648,79 +541,50 @@ async fn files_stream_and_paths() {
         .await
         .expect("legacy upload");
     assert_eq!(r.status(), 200);
-    let v: Value = t
-        .data
-        .get(t.url("default", "files", "filer"))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
-    let names: Vec<&str> = v["value"]
+    let get = |rest: &str, query: &str| {
+        let url = format!("{}{query}", t.url("default", rest, "filer"));
+        let t = &t;
+        async move { t.call(Method::GET, &url, None).await }
+    };
+    let r = get("files", "").await;
+    let names: Vec<&str> = r.json["value"]
         .as_array()
         .expect("value")
         .iter()
         .filter_map(|f| f["name"].as_str())
         .collect();
-    assert!(names.contains(&"s.txt") && names.contains(&"sub"), "{v}");
-    let v: Value = t
-        .data
-        .get(format!(
-            "{}&recursive=true",
-            t.url("default", "files", "filer")
-        ))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
     assert!(
-        v["value"]
+        names.contains(&"s.txt") && names.contains(&"sub"),
+        "{}",
+        r.text
+    );
+    let r = get("files", "&recursive=true").await;
+    assert!(
+        r.json["value"]
             .as_array()
             .expect("value")
             .iter()
             .any(|f| f["name"] == "big.bin"),
-        "{v}"
+        "{}",
+        r.text
     );
-    let v: Value = t
-        .data
-        .get(t.url("default", "files/s.txt", "filer"))
-        .send()
-        .await
-        .expect("meta")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(v["sizeInBytes"], 2);
-    assert_eq!(v["contentType"], "text/plain");
-    let body = t
-        .data
-        .get(t.url("default", "files/content/s.txt", "filer"))
-        .send()
-        .await
-        .expect("get")
-        .bytes()
-        .await
-        .expect("bytes");
-    assert_eq!(&body[..], b"hi");
-    let r = t
-        .data
-        .delete(t.url("default", "files/s.txt", "filer"))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(r.status(), 204);
-    let r = t
-        .data
-        .get(t.url("default", "files/s.txt", "filer"))
-        .send()
-        .await
-        .expect("meta");
-    assert_eq!(r.status(), 404);
+    let r = get("files/s.txt", "").await;
+    assert_eq!(r.json["sizeInBytes"], 2, "{}", r.text);
+    assert_eq!(r.json["contentType"], "text/plain");
+    let r = get("files/content/s.txt", "").await;
+    r.assert_status(200);
+    assert_eq!(r.text, "hi");
+    t.call(
+        Method::DELETE,
+        &t.url("default", "files/s.txt", "filer"),
+        None,
+    )
+    .await
+    .assert_status(204);
+    get("files/s.txt", "").await.assert_status(404);
 
-    // Path rules: traversal, other absolute paths, symlinks out of /mnt/data.
+    // Path rules: traversal, other absolute paths, symlinks out of /mnt/data, an encoded
+    // traversal in the name: 400 with the error body.
     t.stdout("default", "filer", "ln -s /etc escape").await;
     for (rest, path) in [
         ("files/passwd/content", "/etc"),
@@ -728,28 +592,13 @@ async fn files_stream_and_paths() {
         ("files/passwd/content", "escape"),
         ("files", "/mnt/data/../etc"),
     ] {
-        let r = t
-            .data
-            .get(format!(
-                "{}&path={}",
-                t.url("default", rest, "filer"),
-                urlencode(path)
-            ))
-            .send()
+        get(rest, &format!("&path={}", urlencode(path)))
             .await
-            .expect("get");
-        let s = r.status().as_u16();
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        assert_eq!(s, 400, "{path}: {v}");
-        assert!(v["error"]["code"].is_string(), "{v}");
+            .assert_error(400, "InvalidPath");
     }
-    let r = t
-        .data
-        .get(t.url("default", "files/..%2F..%2Fetc%2Fpasswd/content", "filer"))
-        .send()
+    get("files/..%2F..%2Fetc%2Fpasswd/content", "")
         .await
-        .expect("get");
-    assert_eq!(r.status(), 400);
+        .assert_error(400, "InvalidPath");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -763,9 +612,7 @@ async fn oversize_upload_is_413() {
         .send()
         .await
         .expect("upload");
-    let s = r.status().as_u16();
-    let v: Value = r.json().await.expect("json");
-    assert_error(s, &v, 413, "PayloadTooLarge");
+    Resp::read(r).await.assert_error(413, "PayloadTooLarge");
     assert_eq!(
         t.stdout("default", "uploader", "ls; echo end").await,
         "end\n"

@@ -37,6 +37,20 @@ pub struct Resp {
 }
 
 impl Resp {
+    /// Reads a whole answer (any request, not only [`Api::raw`]'s) without checking anything.
+    pub async fn read(resp: reqwest::Response) -> Resp {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -113,37 +127,29 @@ impl Api {
         if let Some(b) = body {
             req = req.header("content-type", "application/json").body(b);
         }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.expect("body");
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let r = Resp::read(req.send().await.expect("request")).await;
         // Conventions every answer keeps.
         assert!(
-            headers.contains_key("x-ms-request-id"),
+            r.headers.contains_key("x-ms-request-id"),
             "no x-ms-request-id"
         );
-        assert!(headers.contains_key("date"), "no Date");
-        if !text.is_empty() && json != Value::Null {
+        assert!(r.headers.contains_key("date"), "no Date");
+        if !r.text.is_empty() && r.json != Value::Null {
             assert_eq!(
-                headers.get("content-type").and_then(|v| v.to_str().ok()),
+                r.header("content-type"),
                 Some("application/json"),
                 "JSON answer without application/json"
             );
         }
-        if status >= 400 {
+        if r.status >= 400 {
             assert_eq!(
-                json["error"]["code"].as_str(),
-                headers.get("x-ms-error-code").and_then(|v| v.to_str().ok()),
-                "{text}"
+                r.json["error"]["code"].as_str(),
+                r.header("x-ms-error-code"),
+                "{}",
+                r.text
             );
         }
-        Resp {
-            status,
-            headers,
-            text,
-            json,
-        }
+        r
     }
 
     /// The admin's `Authorization` value for `url`: a session-API token under a pool's
@@ -208,4 +214,17 @@ impl Api {
 
 pub fn pool_path(rg: &str, name: &str) -> String {
     format!("/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.App/sessionPools/{name}")
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (query values, names).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
