@@ -5,6 +5,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+pub use sandpool_net::Ipv4Net;
 use sandpool_sandbox::{Runtime, RuntimeConfig};
 
 /// How the service runs sandboxes; part of [`crate::ServeConfig`].
@@ -27,11 +28,101 @@ impl Default for SandboxSettings {
         SandboxSettings {
             init_program: None,
             init_args: vec!["__sandbox-init".into()],
-            cgroup_parent: "sandpool".into(),
-            uid_base: 1_000_000_000,
+            cgroup_parent: DEFAULT_CGROUP_PARENT.into(),
+            uid_base: DEFAULT_UID_BASE,
             egress: Some(sandpool_net::NetConfig::default()),
         }
     }
+}
+
+/// Cgroup parent of the service's sandboxes unless configured.
+pub const DEFAULT_CGROUP_PARENT: &str = "sandpool";
+/// First host uid of sandboxes unless configured.
+pub const DEFAULT_UID_BASE: u32 = 1_000_000_000;
+/// Host uids below this belong to the host's own users and system accounts.
+pub const MIN_UID_BASE: u32 = 65_536;
+/// Host uids each sandbox takes (its own uids 0..65536).
+const UIDS_PER_SANDBOX: u32 = 65_536;
+
+/// Egress slots on `bridge` with `subnet`. The nftables tables are named after the bridge, so
+/// that two services on one host with different bridges never rewrite each other's rules; the
+/// default bridge keeps the default table name.
+pub fn egress_config(bridge: &str, subnet: sandpool_net::Ipv4Net) -> sandpool_net::NetConfig {
+    let default = sandpool_net::NetConfig::default();
+    let nft_table = if bridge == default.bridge {
+        default.nft_table.clone()
+    } else {
+        bridge.to_owned()
+    };
+    sandpool_net::NetConfig {
+        bridge: bridge.to_owned(),
+        nft_table,
+        subnet,
+        ..default
+    }
+}
+
+/// A host bridge name for `--egress-bridge`: an interface name that is also a valid nftables
+/// table name and cannot be taken for a slot's veth.
+pub fn parse_bridge_name(name: &str) -> Result<String, String> {
+    let shape_ok = !name.is_empty()
+        && name.len() <= 15
+        && name.as_bytes()[0].is_ascii_alphabetic()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !shape_ok {
+        return Err(format!(
+            "{name:?} is not a bridge name: 1-15 characters of [A-Za-z0-9_-], starting with a letter"
+        ));
+    }
+    if name.starts_with("spv") {
+        return Err(format!(
+            "{name:?}: names starting with \"spv\" are the sandboxes' own interfaces"
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// A subnet for `--egress-subnet` in `a.b.c.d/len` form (len 8..=30, no host bits).
+pub fn parse_subnet(s: &str) -> Result<sandpool_net::Ipv4Net, String> {
+    s.parse::<sandpool_net::Ipv4Net>()
+        .map_err(|e| e.to_string())
+}
+
+/// A cgroup parent for `--cgroup-parent`: a relative path of `[A-Za-z0-9._-]` segments, created
+/// in every hierarchy. Surrounding slashes are dropped.
+pub fn parse_cgroup_parent(s: &str) -> Result<String, String> {
+    let trimmed = s.trim_matches('/');
+    let segment_ok = |seg: &str| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    if trimmed.is_empty() || !trimmed.split('/').all(segment_ok) {
+        return Err(format!(
+            "{s:?} is not a cgroup parent: a relative path like `sandpool` or `services/sandpool` \
+             of [A-Za-z0-9._-] segments"
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// A first host uid for `--uid-base`: above the host's own accounts, with room for at least one
+/// sandbox's range below `u32::MAX`.
+pub fn parse_uid_base(s: &str) -> Result<u32, String> {
+    let max = u32::MAX - UIDS_PER_SANDBOX;
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a uid between {MIN_UID_BASE} and {max}"))?;
+    if !(MIN_UID_BASE..=max).contains(&n) {
+        return Err(format!("{n} is not between {MIN_UID_BASE} and {max}"));
+    }
+    Ok(n)
 }
 
 /// Builds the runtime with its state under `<data-dir>/sandboxes`. A host that cannot set up
@@ -101,5 +192,71 @@ impl Sandboxes {
                 ),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_parents() {
+        assert_eq!(parse_cgroup_parent("sandpool").as_deref(), Ok("sandpool"));
+        assert_eq!(
+            parse_cgroup_parent("/services/sandpool.a_b-c/").as_deref(),
+            Ok("services/sandpool.a_b-c")
+        );
+        for bad in ["", "/", "../x", "a/../b", "a//b", "./a", "a b", "a\nb", "ü"] {
+            assert!(parse_cgroup_parent(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn uid_bases() {
+        assert_eq!(parse_uid_base("1000000000"), Ok(1_000_000_000));
+        assert_eq!(parse_uid_base("65536"), Ok(65_536));
+        assert_eq!(parse_uid_base("4294901759"), Ok(u32::MAX - 65_536));
+        for bad in ["0", "65535", "4294901760", "4294967296", "-1", "1e9", ""] {
+            assert!(parse_uid_base(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn bridges_and_subnets() {
+        assert_eq!(parse_bridge_name("br-sandbox").as_deref(), Ok("br-sandbox"));
+        for bad in ["", "0br", "spv1", "br x", "a-name-too-long-1", "br/x"] {
+            assert!(parse_bridge_name(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            parse_subnet("10.9.0.0/16")
+                .map(|n| n.to_string())
+                .as_deref(),
+            Ok("10.9.0.0/16")
+        );
+        for bad in [
+            "10.9.0.1/16",
+            "10.9.0.0/31",
+            "10.9.0.0",
+            "x/16",
+            "10.9.0.0/x",
+        ] {
+            assert!(parse_subnet(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    /// Tables follow the bridge, so two services with their own bridges never share rules.
+    #[test]
+    fn egress_tables_are_named_after_the_bridge() {
+        let default = sandpool_net::NetConfig::default();
+        let same = egress_config(&default.bridge, default.subnet);
+        assert_eq!(same.nft_table, default.nft_table);
+        let subnet = parse_subnet("10.9.0.0/24").expect("subnet");
+        let other = egress_config("br-test", subnet);
+        assert_eq!(
+            (other.bridge.as_str(), other.nft_table.as_str()),
+            ("br-test", "br-test")
+        );
+        assert_eq!(other.subnet, subnet);
+        assert_eq!(other.state_dir, default.state_dir);
     }
 }

@@ -3,6 +3,10 @@
 //! `SANDPOOL_TEST_DATABASE_URL` (a superuser URL). The server runs on its own runtime in its own
 //! thread, so tests may block (e.g. run the CLI binary) while it answers.
 
+mod host;
+
+pub use host::{cgroup_children, clean_host, host_leftovers, test_egress_config, HostGuard};
+
 use crate::{ServeConfig, Server};
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -321,33 +325,13 @@ impl Drop for TestServer {
             };
             rt.block_on(async {
                 // Sessions outlive a server by design; a test's must not outlive the test.
-                destroy_sandboxes(&data_dir, &sandbox).await;
+                clean_host(&data_dir, &sandbox).await;
                 if let Some((admin, name)) = database {
                     drop_database(&admin, &name).await;
                 }
             });
         })
         .join();
-    }
-}
-
-/// Destroys every sandbox a test server left in its data dir, then its cgroup parent.
-async fn destroy_sandboxes(
-    data_dir: &std::path::Path,
-    settings: &crate::sandboxes::SandboxSettings,
-) {
-    if !data_dir.join("sandboxes").exists() {
-        return;
-    }
-    if let Ok(runtime) = crate::sandboxes::start_runtime(data_dir, settings).await {
-        if let Err(e) = runtime.sweep(&|_| false).await {
-            eprintln!("test server cleanup: sweeping sandboxes: {e}");
-        }
-    }
-    if let Ok(cgroups) = sandpool_cgroups::CgroupManager::detect(&settings.cgroup_parent) {
-        for dir in cgroups.parent_dirs() {
-            let _ = std::fs::remove_dir(dir);
-        }
     }
 }
 

@@ -1,14 +1,23 @@
-//! Crash-restart: a real server process is SIGKILLed after writing resources, then restarted on
-//! the same data dir (SQLite) or database (PostgreSQL); everything must still be there.
+//! Crash-restart: a real server process is SIGKILLed after writing resources and mid-session,
+//! then restarted on the same data dir (SQLite) or database (PostgreSQL); everything must still
+//! be there. The session's identifier finds the same live sandbox with its files (written by a
+//! command and uploaded), which a new identifier does not see. The restarted server sweeps the
+//! ready sandboxes the killed one left, and its SIGTERM shutdown destroys its own; the host keeps
+//! nothing of the test's cgroup parent, bridge or subnet.
 //!
 //! `harness = false`: this binary is both the test and, when `SANDPOOL_CRASH_CHILD` is set, the
 //! server process it kills (so the test needs no other binary).
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use sandpool_server::testing::{with_database, DATABASE_URL_ENV};
+use sandpool_server::sandboxes::SandboxSettings;
+use sandpool_server::testing::{
+    cgroup_children, host_leftovers, test_egress_config, test_sandbox_settings, with_database,
+    HostGuard, DATABASE_URL_ENV,
+};
 use sandpool_server::{ServeConfig, Server};
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -16,6 +25,10 @@ use std::time::Duration;
 const CHILD_ENV: &str = "SANDPOOL_CRASH_CHILD";
 const SUB: &str = "12345678-1234-1234-1234-123456789abc";
 const V: &str = "api-version=2025-02-02-preview";
+/// The session that lives through the crash, in the egress-disabled pool `p1`.
+const SURVIVOR: &str = "survivor";
+/// Pools the test creates; each keeps one sandbox ready.
+const POOLS: usize = 5;
 
 fn main() {
     if let Ok(spec) = std::env::var(CHILD_ENV) {
@@ -38,24 +51,48 @@ fn main() {
     }
 }
 
-/// The server process: `data_dir|database_url|port`.
+/// The server process: `data_dir|port|cgroup_parent|uid_base|bridge|subnet|database_url` (the
+/// database URL last: it is the one part that could hold a `|`).
 fn child(spec: &str) {
-    let mut parts = spec.splitn(3, '|');
-    let (Some(dir), Some(db), Some(port)) = (parts.next(), parts.next(), parts.next()) else {
+    let parts: Vec<&str> = spec.splitn(7, '|').collect();
+    let &[dir, port, parent, uid_base, bridge, subnet, db] = parts.as_slice() else {
         eprintln!("bad {CHILD_ENV}");
         std::process::exit(2);
+    };
+    let parsed = sandpool_server::sandboxes::parse_subnet(subnet)
+        .and_then(|s| Ok((s, sandpool_server::sandboxes::parse_uid_base(uid_base)?)));
+    let (subnet, uid_base) = match parsed {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("bad {CHILD_ENV}: {e}");
+            std::process::exit(2);
+        }
+    };
+    let egress = sandpool_net::NetConfig {
+        ready_slots: 1,
+        ..sandpool_server::sandboxes::egress_config(bridge, subnet)
     };
     let config = ServeConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], port.parse().unwrap_or(0))),
         data_dir: dir.into(),
         database_url: Some(db.to_owned()),
         create_defaults: false,
+        sandbox: SandboxSettings {
+            cgroup_parent: parent.to_owned(),
+            uid_base,
+            egress: Some(egress),
+            // The init binary beside this test's executable.
+            ..test_sandbox_settings()
+        },
         ..ServeConfig::default()
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let server = Server::bind(&config).await.expect("bind");
-        server.run(std::future::pending()).await.expect("serve");
+        server
+            .run(sandpool_server::shutdown_signal())
+            .await
+            .expect("serve");
     });
 }
 
@@ -139,7 +176,28 @@ async fn run(store: &str) -> anyhow::Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let spec = format!("{}|{db}|{port}", dir.path().display());
+    // Its own cgroup parent, uid band, bridge and subnet, cleaned up however the test ends
+    // (declared after `dir`, before the children: dropped after them, before `dir`).
+    let settings = SandboxSettings {
+        egress: Some(test_egress_config()),
+        ..test_sandbox_settings()
+    };
+    let host = HostGuard {
+        data_dir: dir.path().to_path_buf(),
+        settings: settings.clone(),
+    };
+    let net = settings
+        .egress
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("egress is configured above"))?;
+    let spec = format!(
+        "{}|{port}|{}|{}|{}|{}|{db}",
+        dir.path().display(),
+        settings.cgroup_parent,
+        settings.uid_base,
+        net.bridge,
+        net.subnet
+    );
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
 
@@ -158,10 +216,18 @@ async fn run(store: &str) -> anyhow::Result<()> {
         "rg not created"
     );
     let mut pools = Vec::new();
-    for i in 0..5 {
+    for i in 0..POOLS {
         let url = format!("{base}/subscriptions/{SUB}/resourceGroups/crash/providers/Microsoft.App/sessionPools/p{i}?{V}");
+        // Every pool keeps one sandbox ready; p0's has egress (a network slot on the bridge).
+        let status = if i == 0 {
+            "EgressEnabled"
+        } else {
+            "EgressDisabled"
+        };
+        let body = json!({"location": "w", "properties": {
+            "sessionNetworkConfiguration": {"status": status}}});
         anyhow::ensure!(
-            put(&http, url.clone(), json!({"location": "w"})).await? == 201,
+            put(&http, url.clone(), body).await? == 201,
             "pool {i} not created"
         );
         pools.push(url);
@@ -177,6 +243,33 @@ async fn run(store: &str) -> anyhow::Result<()> {
             == 201
     );
 
+    // A session mid-use when the server dies: a file written by a command, one uploaded.
+    let session_token =
+        sandpool_auth::fetch_token(&cred, Some(&base), sandpool_auth::DYNAMIC_SESSIONS_AUDIENCE)
+            .await?;
+    let p1 = SessionApi {
+        http: sandpool_server::testing::bearer_client(&format!(
+            "Bearer {}",
+            session_token.access_token.expose()
+        )),
+        endpoint: format!("{base}/subscriptions/{SUB}/resourceGroups/crash/sessionPools/p1"),
+    };
+    let written = p1
+        .exec(SURVIVOR, "echo before > /mnt/data/f.txt && echo ok")
+        .await?;
+    anyhow::ensure!(written == "ok\n", "first command's stdout: {written:?}");
+    // Every byte value, in an order no other file of the sandbox would have.
+    let blob: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    p1.upload(SURVIVOR, "blob.bin", &blob).await?;
+    // The sandbox's identity: when its init started (its pid 1's start time).
+    let init_started = p1.exec(SURVIVOR, INIT_START).await?;
+
+    // The crash leaves the ready sandboxes and the session's running: the restart must sweep the
+    // ready ones and keep the session's.
+    let before = sandboxes(&settings.cgroup_parent, POOLS + 1).await?;
+
     kill(Pid::from_raw(child.0.id() as i32), Signal::SIGKILL)?;
     let status = child.0.wait()?;
     anyhow::ensure!(
@@ -185,7 +278,7 @@ async fn run(store: &str) -> anyhow::Result<()> {
     );
     drop(child);
 
-    let _child = spawn(&spec)?;
+    let mut child = spawn(&spec)?;
     wait_ready(&http, &base).await?;
     anyhow::ensure!(
         http.get(&rg).send().await?.status() == 200,
@@ -202,5 +295,165 @@ async fn run(store: &str) -> anyhow::Result<()> {
         c["properties"]["hasKubeconfig"] == true,
         "kubeconfig secret lost: {c}"
     );
+
+    let after = sandboxes(&settings.cgroup_parent, POOLS + 1).await?;
+    let kept: Vec<_> = before.intersection(&after).collect();
+    anyhow::ensure!(
+        kept.len() == 1,
+        "exactly the session's sandbox should outlive the crash, kept: {kept:?}"
+    );
+
+    // The same identifier is bound to the same live sandbox, files and all.
+    anyhow::ensure!(
+        p1.exec(SURVIVOR, INIT_START).await? == init_started,
+        "the session's sandbox was replaced, not re-attached"
+    );
+    let content = p1.exec(SURVIVOR, "cat /mnt/data/f.txt").await?;
+    anyhow::ensure!(content == "before\n", "f.txt after the crash: {content:?}");
+    let (status, downloaded) = p1.download(SURVIVOR, "blob.bin").await?;
+    anyhow::ensure!(
+        status == 200,
+        "downloading blob.bin after the crash: {status}"
+    );
+    anyhow::ensure!(
+        downloaded == blob,
+        "blob.bin changed across the crash ({} bytes back, {} sent)",
+        downloaded.len(),
+        blob.len()
+    );
+    // A new identifier gets a sandbox of its own.
+    let seen = p1
+        .exec(
+            "newcomer",
+            "test -e /mnt/data/f.txt || test -e /mnt/data/blob.bin && echo seen || echo absent",
+        )
+        .await?;
+    anyhow::ensure!(
+        seen == "absent\n",
+        "a new identifier saw the survivor's files"
+    );
+    let (status, _) = p1.download("newcomer", "blob.bin").await?;
+    anyhow::ensure!(status == 404, "newcomer downloading blob.bin: {status}");
+    for id in [SURVIVOR, "newcomer"] {
+        p1.end(id).await?;
+    }
+
+    // A graceful stop destroys the ready sandboxes with their cgroups (it would keep sessions,
+    // but both ended above).
+    kill(Pid::from_raw(child.0.id() as i32), Signal::SIGTERM)?;
+    let status = child.0.wait()?;
+    anyhow::ensure!(status.success(), "SIGTERM: the server exited with {status}");
+    let left = cgroup_children(&settings.cgroup_parent);
+    anyhow::ensure!(
+        left.is_empty(),
+        "cgroups of ready sandboxes left after SIGTERM: {left:?}"
+    );
+    drop(child);
+
+    host.clean();
+    let leftovers = host_leftovers(&settings);
+    anyhow::ensure!(leftovers.is_empty(), "left on the host: {leftovers:?}");
     Ok(())
+}
+
+/// Waits until `count` sandboxes (cgroups below `parent`: ready ones and sessions' alike) exist;
+/// answers their names.
+async fn sandboxes(parent: &str, count: usize) -> anyhow::Result<BTreeSet<String>> {
+    let names = || -> BTreeSet<String> {
+        cgroup_children(parent)
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+            .collect()
+    };
+    for _ in 0..1200 {
+        let found = names();
+        if found.len() >= count {
+            return Ok(found);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!(
+        "{count} sandboxes never appeared below cgroup {parent}: {:?}",
+        names()
+    )
+}
+
+/// Prints the start time of the sandbox's pid 1: the same value means the same sandbox.
+const INIT_START: &str = "cut -d' ' -f22 /proc/1/stat";
+
+/// One pool's session API (its `poolManagementEndpoint`) with a session-audience token.
+struct SessionApi {
+    http: reqwest::Client,
+    endpoint: String,
+}
+
+impl SessionApi {
+    fn url(&self, path: &str, identifier: &str) -> String {
+        format!("{}/{path}?{V}&identifier={identifier}", self.endpoint)
+    }
+
+    /// Runs `command` in `identifier`'s session; it must exit 0. Answers its stdout.
+    async fn exec(&self, identifier: &str, command: &str) -> anyhow::Result<String> {
+        let r = self
+            .http
+            .post(self.url("executions", identifier))
+            .json(&json!({ "shellCommand": command }))
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let text = r.text().await?;
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        anyhow::ensure!(
+            status == 200 && body["result"]["exitCode"] == 0,
+            "`{command}` as {identifier}: {status} {text}"
+        );
+        body["result"]["stdout"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("`{command}`: no stdout in {text}"))
+    }
+
+    async fn upload(&self, identifier: &str, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        let part = reqwest::multipart::Part::bytes(bytes.to_vec()).file_name(name.to_owned());
+        let r = self
+            .http
+            .post(self.url("files", identifier))
+            .multipart(reqwest::multipart::Form::new().part("file", part))
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let text = r.text().await?;
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        anyhow::ensure!(
+            status == 200 && body["name"] == name && body["sizeInBytes"] == bytes.len(),
+            "uploading {name} as {identifier}: {status} {text}"
+        );
+        Ok(())
+    }
+
+    async fn download(&self, identifier: &str, name: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+        let r = self
+            .http
+            .get(self.url(&format!("files/{name}/content"), identifier))
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.bytes().await?.to_vec()))
+    }
+
+    /// Ends the session (its sandbox is destroyed).
+    async fn end(&self, identifier: &str) -> anyhow::Result<()> {
+        let r = self
+            .http
+            .delete(self.url("session", identifier))
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        anyhow::ensure!(
+            status == 204,
+            "ending {identifier}: {status} {}",
+            r.text().await?
+        );
+        Ok(())
+    }
 }
