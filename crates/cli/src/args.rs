@@ -94,6 +94,9 @@ pub enum Command {
     Doctor,
     /// Print an access token (like `az account get-access-token`).
     Token(TokenArgs),
+    /// `exec`, `files` and `session`: the session data plane.
+    #[command(flatten)]
+    Sessions(crate::sessions::SessionsCommand),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -137,6 +140,30 @@ pub struct ServeArgs {
     /// Log format (filter with RUST_LOG).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Give sandboxes no egress: no bridge, nftables tables or network slots are set up (the
+    /// --egress-* flags are ignored), and sessions of pools with `EgressEnabled` fail with an
+    /// error that says so.
+    #[arg(long, env = "SANDPOOL_NO_EGRESS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_egress: bool,
+    /// Host bridge of the sandboxes' egress; its nftables tables (`inet`, `bridge`) take its
+    /// name (`sandpool` for the default bridge).
+    #[arg(long, env = "SANDPOOL_EGRESS_BRIDGE", value_name = "NAME",
+          default_value = "sandpool0", value_parser = sandpool_server::sandboxes::parse_bridge_name)]
+    pub egress_bridge: String,
+    /// IPv4 subnet of the egress slots (the bridge takes its first address), e.g. `10.213.0.0/16`.
+    #[arg(long, env = "SANDPOOL_EGRESS_SUBNET", value_name = "CIDR",
+          default_value = "10.213.0.0/16", value_parser = sandpool_server::sandboxes::parse_subnet)]
+    pub egress_subnet: sandpool_server::sandboxes::Ipv4Net,
+    /// Cgroup (in every hierarchy) below which each sandbox gets its own.
+    #[arg(long, env = "SANDPOOL_CGROUP_PARENT", value_name = "NAME",
+          default_value = sandpool_server::sandboxes::DEFAULT_CGROUP_PARENT,
+          value_parser = sandpool_server::sandboxes::parse_cgroup_parent)]
+    pub cgroup_parent: String,
+    /// First host uid of the sandboxes' uid ranges (65,536 uids each).
+    #[arg(long, env = "SANDPOOL_UID_BASE", value_name = "N",
+          default_value_t = sandpool_server::sandboxes::DEFAULT_UID_BASE,
+          value_parser = sandpool_server::sandboxes::parse_uid_base)]
+    pub uid_base: u32,
 }
 
 #[derive(Debug, Args)]

@@ -33,6 +33,7 @@ pub async fn run(client: &Client, command: Command) -> anyhow::Result<Option<Val
         Command::Serve(_) | Command::Doctor => bail!("not a client command"),
         // Needs the global options; main.rs runs it (crate::auth::token_command).
         Command::Token(_) => bail!("not a resource command"),
+        Command::Sessions(c) => crate::sessions::run(client, c).await,
     }
 }
 

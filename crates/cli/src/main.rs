@@ -10,6 +10,7 @@ mod auth;
 mod commands;
 mod output;
 mod runcommand;
+mod sessions;
 mod units;
 
 use std::process::ExitCode;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
     match command {
         Command::Serve(serve) => run_serve(&global, &serve),
         Command::Doctor => doctor(&global),
+        Command::Sessions(sessions::SessionsCommand::Exec(a)) => run_exec(&global, a),
         other => run_client(&global, other),
     }
 }
@@ -74,21 +76,39 @@ fn print(g: &Global, value: &serde_json::Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_client(g: &Global, command: Command) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
+/// Runs `f` with a client of the global options' endpoint and credentials.
+fn with_client<T, F>(g: &Global, f: impl FnOnce(Client) -> F) -> anyhow::Result<T>
+where
+    F: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(&anyhow::anyhow!("cannot start the async runtime: {e}")),
-    };
-    let result = rt.block_on(async {
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    rt.block_on(async {
         let mut client = Client::new(&g.endpoint)?.with_subscription(g.subscription.clone());
         if let Some(source) =
             auth::token_source(g.access_token.as_deref(), &g.data_dir, &g.endpoint)
         {
             client = client.with_token(source);
         }
+        f(client).await
+    })
+}
+
+/// `sandpool exec` exits with the command's status instead of printing a result.
+fn run_exec(g: &Global, args: sessions::ExecArgs) -> ExitCode {
+    match with_client(
+        g,
+        |client| async move { sessions::exec(&client, args).await },
+    ) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => fail(&e),
+    }
+}
+
+fn run_client(g: &Global, command: Command) -> ExitCode {
+    let result = with_client(g, |client| async move {
         match command {
             Command::Token(t) => auth::token_command(g, &client, t).await.map(Some),
             other => commands::run(&client, other).await,
@@ -135,6 +155,14 @@ fn serve_config(g: &Global, a: &ServeArgs) -> sandpool_server::ServeConfig {
         max_upload_size: a.max_upload_size,
         command_retention: a.command_retention,
         command_concurrency: usize::from(a.command_concurrency),
+        sandbox: sandpool_server::sandboxes::SandboxSettings {
+            cgroup_parent: a.cgroup_parent.clone(),
+            uid_base: a.uid_base,
+            egress: (!a.no_egress).then(|| {
+                sandpool_server::sandboxes::egress_config(&a.egress_bridge, a.egress_subnet)
+            }),
+            ..Default::default()
+        },
         ..ServeConfig::default()
     }
 }

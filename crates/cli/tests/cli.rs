@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sandpool_server::testing::{TestServer, TestStore};
+use sandpool_server::testing::{cgroup_children, host_leftovers, HostGuard, TestServer, TestStore};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sandpool");
@@ -29,6 +29,18 @@ fn sp(server: &TestServer, args: &[&str]) -> Output {
     run(&server.base_url, server.data_dir.path(), args)
 }
 
+/// [`run`] that expects success; answers stdout.
+fn run_ok(endpoint: &str, data_dir: &Path, args: &[&str]) -> String {
+    let o = run(endpoint, data_dir, args);
+    assert!(
+        o.status.success(),
+        "sandpool {args:?} failed: {}\n{}",
+        stderr(&o),
+        stdout(&o)
+    );
+    stdout(&o)
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -39,14 +51,7 @@ fn stderr(o: &Output) -> String {
 
 /// Runs and expects success; answers stdout.
 fn ok(server: &TestServer, args: &[&str]) -> String {
-    let o = sp(server, args);
-    assert!(
-        o.status.success(),
-        "sandpool {args:?} failed: {}\n{}",
-        stderr(&o),
-        stdout(&o)
-    );
-    stdout(&o)
+    run_ok(&server.base_url, server.data_dir.path(), args)
 }
 
 fn ok_json(server: &TestServer, args: &[&str]) -> Value {
@@ -588,6 +593,13 @@ impl Drop for ChildGuard {
 #[test]
 fn serve_starts_with_defaults_and_stops_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
+    // Its own cgroup parent and uid band, no egress; whatever the server leaves is removed
+    // however the test ends (declared after `data`, before the child: dropped between them).
+    let settings = sandpool_server::testing::test_sandbox_settings();
+    let host = HostGuard {
+        data_dir: data.path().to_path_buf(),
+        settings: settings.clone(),
+    };
     // A free port: bind, read, release. Another process could take it in between; then the
     // server fails to bind and the test reports that rather than hanging.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -605,6 +617,11 @@ fn serve_starts_with_defaults_and_stops_on_sigterm() {
             "json",
             "--command-retention",
             "12h",
+            "--no-egress",
+            "--cgroup-parent",
+            &settings.cgroup_parent,
+            "--uid-base",
+            &settings.uid_base.to_string(),
         ])
         .arg("--data-dir")
         .arg(data.path())
@@ -643,6 +660,71 @@ fn serve_starts_with_defaults_and_stops_on_sigterm() {
     assert!(pool.status.success(), "{}", stderr(&pool));
     let pool: Value = serde_json::from_slice(&pool.stdout).unwrap();
     assert_eq!(pool["properties"]["containerType"], "Shell");
+    // With --no-egress, a session of a pool that asks for egress fails with a clear error.
+    run_ok(
+        &endpoint,
+        data.path(),
+        &[
+            "pool",
+            "create",
+            "-g",
+            "default",
+            "-n",
+            "egress",
+            "--network-status",
+            "EgressEnabled",
+            "--ready-sessions",
+            "0",
+        ],
+    );
+    let token = run_ok(
+        &endpoint,
+        data.path(),
+        &[
+            "token",
+            "--resource",
+            "https://dynamicsessions.io",
+            "--query",
+            "accessToken",
+            "-o",
+            "tsv",
+        ],
+    );
+    let exec = format!(
+        "{endpoint}/subscriptions/{SUB}/resourceGroups/default/sessionPools/egress/executions\
+         ?api-version=2025-02-02-preview&identifier=needs-egress"
+    );
+    let (status, body) = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let r = reqwest::Client::new()
+            .post(&exec)
+            .bearer_auth(token.trim())
+            .json(&json!({"shellCommand": "true"}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("SessionStartFailed") && body.contains("egress"),
+        "{body}"
+    );
+    // The default pool keeps one sandbox ready, in a cgroup below the test's parent, its
+    // processes running as host uids of the test's band.
+    let band = settings.uid_base..settings.uid_base.saturating_add(256 * 65_536);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let uids = sandbox_uids(&settings.cgroup_parent);
+        if !uids.is_empty() && uids.iter().all(|u| band.contains(u)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ready sandbox below cgroup {} with uids in {band:?}: {uids:?}",
+            settings.cgroup_parent
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     let child = guard.0.take().unwrap();
     let pid = i32::try_from(child.id()).unwrap();
@@ -666,6 +748,62 @@ fn serve_starts_with_defaults_and_stops_on_sigterm() {
         data.path().read_dir().unwrap().next().is_some(),
         "the data dir holds the store"
     );
+    // A graceful stop destroys ready sandboxes together with their cgroups.
+    let left = cgroup_children(&settings.cgroup_parent);
+    assert!(left.is_empty(), "cgroups left after SIGTERM: {left:?}");
+    host.clean();
+    let leftovers = host_leftovers(&settings);
+    assert!(leftovers.is_empty(), "left on the host: {leftovers:?}");
+}
+
+/// Host uids of the processes in the cgroups below `parent`.
+fn sandbox_uids(parent: &str) -> Vec<u32> {
+    cgroup_children(parent)
+        .iter()
+        .filter_map(|dir| std::fs::read_to_string(dir.join("cgroup.procs")).ok())
+        .flat_map(|procs| {
+            procs
+                .lines()
+                .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|status| {
+            let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn serve_rejects_bad_sandbox_flags() {
+    for (flag, value) in [
+        ("--egress-subnet", "10.213.0.1/16"),
+        ("--egress-subnet", "10.213.0.0/33"),
+        ("--egress-subnet", "sandpool"),
+        ("--egress-bridge", "spv0"),
+        ("--egress-bridge", "a-bridge-name-too-long"),
+        ("--cgroup-parent", "../escape"),
+        ("--cgroup-parent", ""),
+        ("--uid-base", "0"),
+        ("--uid-base", "many"),
+        ("--uid-base", "4294967295"),
+    ] {
+        let o = Command::new(BIN)
+            .args(["serve", flag, value])
+            .env_remove("SANDPOOL_NO_EGRESS")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value:?}: {err}");
+        assert!(err.contains(flag), "{flag} {value:?}: {err}");
+    }
+    let o = Command::new(BIN)
+        .args(["serve"])
+        .env("SANDPOOL_NO_EGRESS", "maybe")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--no-egress"), "{}", stderr(&o));
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use reqwest::{Method, RequestBuilder, Url};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -60,7 +60,7 @@ pub enum OutputStream {
 }
 
 /// A file or directory of a session.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct FileEntry {
     pub name: String,
@@ -74,7 +74,7 @@ pub struct FileEntry {
 }
 
 /// A live session.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct SessionEntry {
     pub identifier: String,
@@ -90,16 +90,16 @@ struct ListOf<T> {
 }
 
 impl Client {
-    /// `{endpoint}/subscriptions/{sub}/resourceGroups/{rg}/sessionPools/{pool}/{rest}` with
-    /// `api-version` and, when given, `identifier`.
-    fn session_url(
+    /// A request to `{endpoint}/subscriptions/{sub}/resourceGroups/{rg}/sessionPools/{pool}/{rest}`
+    /// with `api-version`, `identifier` when given, `query`, a request id and the session API's
+    /// token. Answers the URL too, for error messages.
+    async fn pool_request(
         &self,
-        group: &str,
-        pool: &str,
+        method: Method,
+        (group, pool, identifier): (&str, &str, Option<&str>),
         rest: &[&str],
-        identifier: Option<&str>,
         query: &[(&str, &str)],
-    ) -> Result<Url, ClientError> {
+    ) -> Result<(Url, RequestBuilder), ClientError> {
         let mut url = self.url(
             &format!(
                 "/subscriptions/{}/resourceGroups/{group}/sessionPools/{pool}",
@@ -114,14 +114,6 @@ impl Client {
         if let Some(id) = identifier {
             url.query_pairs_mut().append_pair("identifier", id);
         }
-        Ok(url)
-    }
-
-    async fn session_request(
-        &self,
-        method: Method,
-        url: &Url,
-    ) -> Result<RequestBuilder, ClientError> {
         let mut req = self
             .http
             .request(method, url.clone())
@@ -134,7 +126,23 @@ impl Client {
             v.set_sensitive(true);
             req = req.header(AUTHORIZATION, v);
         }
-        Ok(req)
+        Ok((url, req))
+    }
+
+    /// [`Client::pool_request`] for one session of a pool.
+    async fn session_request(
+        &self,
+        method: Method,
+        s: &SessionRef,
+        rest: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<(Url, RequestBuilder), ClientError> {
+        let target = (
+            s.resource_group.as_str(),
+            s.pool.as_str(),
+            Some(s.identifier.as_str()),
+        );
+        self.pool_request(method, target, rest, query).await
     }
 
     /// Sends and turns a 4xx/5xx into [`ClientError::Api`].
@@ -205,17 +213,10 @@ impl Client {
         command: &str,
         timeout_secs: Option<u64>,
     ) -> Result<Execution, ClientError> {
-        let url = self.session_url(
-            &s.resource_group,
-            &s.pool,
-            &["executions"],
-            Some(&s.identifier),
-            &[],
-        )?;
-        let req = self
-            .session_request(Method::POST, &url)
-            .await?
-            .json(&Self::execute_body(command, timeout_secs));
+        let (url, req) = self
+            .session_request(Method::POST, s, &["executions"], &[])
+            .await?;
+        let req = req.json(&Self::execute_body(command, timeout_secs));
         Self::session_json(&url, req).await
     }
 
@@ -228,16 +229,10 @@ impl Client {
         timeout_secs: Option<u64>,
         mut on_output: impl FnMut(OutputStream, &str),
     ) -> Result<Execution, ClientError> {
-        let url = self.session_url(
-            &s.resource_group,
-            &s.pool,
-            &["executions"],
-            Some(&s.identifier),
-            &[],
-        )?;
-        let req = self
-            .session_request(Method::POST, &url)
-            .await?
+        let (url, req) = self
+            .session_request(Method::POST, s, &["executions"], &[])
+            .await?;
+        let req = req
             .header(ACCEPT, "text/event-stream")
             .json(&Self::execute_body(command, timeout_secs));
         let mut resp = Self::session_send(&url, req).await?;
@@ -298,17 +293,10 @@ impl Client {
             reqwest::multipart::Part::stream_with_length(body, len).file_name(name.to_owned());
         let form = reqwest::multipart::Form::new().part("file", part);
         let query: Vec<(&str, &str)> = directory.map(|d| ("path", d)).into_iter().collect();
-        let url = self.session_url(
-            &s.resource_group,
-            &s.pool,
-            &["files"],
-            Some(&s.identifier),
-            &query,
-        )?;
-        let req = self
-            .session_request(Method::POST, &url)
-            .await?
-            .multipart(form);
+        let (url, req) = self
+            .session_request(Method::POST, s, &["files"], &query)
+            .await?;
+        let req = req.multipart(form);
         Self::session_json(&url, req).await
     }
 
@@ -323,14 +311,9 @@ impl Client {
         if recursive {
             query.push(("recursive", "true"));
         }
-        let url = self.session_url(
-            &s.resource_group,
-            &s.pool,
-            &["files"],
-            Some(&s.identifier),
-            &query,
-        )?;
-        let req = self.session_request(Method::GET, &url).await?;
+        let (url, req) = self
+            .session_request(Method::GET, s, &["files"], &query)
+            .await?;
         Ok(Self::session_json::<ListOf<FileEntry>>(&url, req)
             .await?
             .value)
@@ -346,14 +329,9 @@ impl Client {
     ) -> Result<u64, ClientError> {
         let (dir, file) = split_remote(name);
         let query: Vec<(&str, &str)> = dir.map(|d| ("path", d)).into_iter().collect();
-        let url = self.session_url(
-            &s.resource_group,
-            &s.pool,
-            &["files", file, "content"],
-            Some(&s.identifier),
-            &query,
-        )?;
-        let req = self.session_request(Method::GET, &url).await?;
+        let (url, req) = self
+            .session_request(Method::GET, s, &["files", file, "content"], &query)
+            .await?;
         let mut resp = Self::session_send(&url, req).await?;
         let mut n = 0u64;
         while let Some(chunk) = resp
@@ -379,14 +357,9 @@ impl Client {
     pub async fn delete_file(&self, s: &SessionRef, name: &str) -> Result<(), ClientError> {
         let (dir, file) = split_remote(name);
         let query: Vec<(&str, &str)> = dir.map(|d| ("path", d)).into_iter().collect();
-        let url = self.session_url(
-            &s.resource_group,
-            &s.pool,
-            &["files", file],
-            Some(&s.identifier),
-            &query,
-        )?;
-        let req = self.session_request(Method::DELETE, &url).await?;
+        let (url, req) = self
+            .session_request(Method::DELETE, s, &["files", file], &query)
+            .await?;
         Self::session_send(&url, req).await.map(|_| ())
     }
 
@@ -396,35 +369,26 @@ impl Client {
         group: &str,
         pool: &str,
     ) -> Result<Vec<SessionEntry>, ClientError> {
-        let url = self.session_url(group, pool, &["listSessions"], None, &[])?;
-        let req = self.session_request(Method::GET, &url).await?;
+        let (url, req) = self
+            .pool_request(Method::GET, (group, pool, None), &["listSessions"], &[])
+            .await?;
         Ok(Self::session_json::<ListOf<SessionEntry>>(&url, req)
             .await?
             .value)
     }
 
     pub async fn get_session(&self, s: &SessionRef) -> Result<SessionEntry, ClientError> {
-        let url = self.session_url(
-            &s.resource_group,
-            &s.pool,
-            &["session"],
-            Some(&s.identifier),
-            &[],
-        )?;
-        let req = self.session_request(Method::GET, &url).await?;
+        let (url, req) = self
+            .session_request(Method::GET, s, &["session"], &[])
+            .await?;
         Self::session_json(&url, req).await
     }
 
     /// Stops the session (its sandbox and files go).
     pub async fn delete_session(&self, s: &SessionRef) -> Result<(), ClientError> {
-        let url = self.session_url(
-            &s.resource_group,
-            &s.pool,
-            &["session"],
-            Some(&s.identifier),
-            &[],
-        )?;
-        let req = self.session_request(Method::DELETE, &url).await?;
+        let (url, req) = self
+            .session_request(Method::DELETE, s, &["session"], &[])
+            .await?;
         Self::session_send(&url, req).await.map(|_| ())
     }
 }
