@@ -268,21 +268,7 @@ async fn post_execution(
     }
 
     if wants_sse(&headers) {
-        let stream = futures::stream::unfold(Some(handle), |h| async move {
-            let mut h = h?;
-            let event = match h.next().await? {
-                ExecutionEvent::Stdout(b) => chunk_event("stdout", &b),
-                ExecutionEvent::Stderr(b) => chunk_event("stderr", &b),
-                ExecutionEvent::Finished(r) => {
-                    let e = Event::default()
-                        .event("result")
-                        .data(execution_body(&r, "Synchronous").to_string());
-                    return Some((Ok::<_, Infallible>(e), None));
-                }
-            };
-            Some((Ok(event), Some(h)))
-        });
-        let resp = Sse::new(stream).into_response();
+        let resp = Sse::new(sse_events(handle)).into_response();
         return Ok(with_operation_id(resp, &id));
     }
 
@@ -293,13 +279,112 @@ async fn post_execution(
     ))
 }
 
+/// The execution as SSE: `stdout`/`stderr` events as output arrives, then one `result`.
+fn sse_events(
+    handle: sandpool_pools::ExecutionHandle,
+) -> impl futures::Stream<Item = Result<Event, Infallible>> {
+    struct St {
+        handle: Option<sandpool_pools::ExecutionHandle>,
+        stdout: Utf8Carry,
+        stderr: Utf8Carry,
+        pending: std::collections::VecDeque<Event>,
+    }
+    let st = St {
+        handle: Some(handle),
+        stdout: Utf8Carry::default(),
+        stderr: Utf8Carry::default(),
+        pending: Default::default(),
+    };
+    futures::stream::unfold(st, |mut st| async move {
+        loop {
+            if let Some(e) = st.pending.pop_front() {
+                return Some((Ok(e), st));
+            }
+            let event = st.handle.as_mut()?.next().await;
+            match event {
+                Some(ExecutionEvent::Stdout(b)) => {
+                    if let Some(text) = st.stdout.push(&b) {
+                        st.pending.push_back(chunk_event("stdout", text));
+                    }
+                }
+                Some(ExecutionEvent::Stderr(b)) => {
+                    if let Some(text) = st.stderr.push(&b) {
+                        st.pending.push_back(chunk_event("stderr", text));
+                    }
+                }
+                Some(ExecutionEvent::Finished(r)) => {
+                    st.handle = None;
+                    if let Some(text) = st.stdout.finish() {
+                        st.pending.push_back(chunk_event("stdout", text));
+                    }
+                    if let Some(text) = st.stderr.finish() {
+                        st.pending.push_back(chunk_event("stderr", text));
+                    }
+                    st.pending.push_back(
+                        Event::default()
+                            .event("result")
+                            .data(execution_body(&r, "Synchronous").to_string()),
+                    );
+                }
+                None => st.handle = None,
+            }
+        }
+    })
+}
+
+/// Decodes a byte stream cut into arbitrary chunks as UTF-8: a character split across two
+/// chunks is held back until its last byte arrives instead of turning into two U+FFFD.
+#[derive(Default)]
+struct Utf8Carry {
+    tail: Vec<u8>,
+}
+
+impl Utf8Carry {
+    fn push(&mut self, bytes: &[u8]) -> Option<String> {
+        self.tail.extend_from_slice(bytes);
+        let complete = incomplete_suffix_start(&self.tail);
+        if complete == 0 {
+            return None;
+        }
+        let rest = self.tail.split_off(complete);
+        let text = String::from_utf8_lossy(&self.tail).into_owned();
+        self.tail = rest;
+        Some(text)
+    }
+
+    fn finish(&mut self) -> Option<String> {
+        if self.tail.is_empty() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&self.tail).into_owned();
+        self.tail.clear();
+        Some(text)
+    }
+}
+
+/// Where a multi-byte character that the bytes end in the middle of starts (the length when
+/// they do not).
+fn incomplete_suffix_start(bytes: &[u8]) -> usize {
+    let n = bytes.len();
+    for i in (n.saturating_sub(3)..n).rev() {
+        let width = match bytes[i] {
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf7 => 4,
+            0x80..=0xbf => continue,
+            _ => return n,
+        };
+        return if n - i < width { i } else { n };
+    }
+    n
+}
+
 /// A chunk of output as an SSE event: the data is the chunk as a JSON string, so line breaks
 /// and trailing newlines survive the line-oriented SSE framing exactly.
-fn chunk_event(name: &str, bytes: &[u8]) -> Event {
-    let text = String::from_utf8_lossy(bytes);
+fn chunk_event(name: &str, text: String) -> Event {
     Event::default()
         .event(name)
-        .data(Value::String(text.into_owned()).to_string())
+        .data(Value::String(text).to_string())
 }
 
 async fn wait_for(h: &mut sandpool_pools::ExecutionHandle) -> DataResult<ExecutionRecord> {
@@ -361,4 +446,38 @@ async fn legacy_execute(
         "executionTimeInMilliseconds": r.duration_ms.unwrap_or(0),
     }});
     Ok(with_operation_id(json(StatusCode::OK, &body), &r.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Utf8Carry;
+
+    #[test]
+    fn characters_split_across_chunks_decode_whole() {
+        let text = "a✓b€c😀";
+        let bytes = text.as_bytes();
+        for cut in 0..=bytes.len() {
+            for cut2 in cut..=bytes.len() {
+                let mut c = Utf8Carry::default();
+                let mut out = String::new();
+                for part in [&bytes[..cut], &bytes[cut..cut2], &bytes[cut2..]] {
+                    out.extend(c.push(part));
+                }
+                out.extend(c.finish());
+                assert_eq!(out, text, "cuts at {cut}, {cut2}");
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_bytes_are_replaced_not_held() {
+        let mut c = Utf8Carry::default();
+        assert_eq!(c.push(b"x\xffy").as_deref(), Some("x\u{fffd}y"));
+        // A truncated character at the end of the output is flushed, replaced.
+        assert_eq!(c.push(&[0xe2, 0x9c]), None);
+        assert_eq!(c.finish().as_deref(), Some("\u{fffd}"));
+        // Invalid bytes before a split character do not make it split.
+        assert_eq!(c.push(b"\xff\xe2\x9c").as_deref(), Some("\u{fffd}"));
+        assert_eq!(c.push(b"\x93").as_deref(), Some("✓"));
+    }
 }
