@@ -1,15 +1,19 @@
 """Drives sandpool's management API with the official azure-mgmt-appcontainers SDK.
 
 Environment: SANDPOOL_ENDPOINT (https base URL), SANDPOOL_SUBSCRIPTION, SANDPOOL_RESOURCE_GROUP,
-SANDPOOL_TOKEN (bearer token; any string until auth is enforced), SANDPOOL_VERIFY_TLS (0 = accept
-a self-signed certificate). Exits non-zero with a message on the first mismatch.
+SANDPOOL_VERIFY_TLS (0 = accept a self-signed certificate), and the credential: either
+SANDPOOL_ADMIN_FILE (the server's admin.json; the client then signs in as a user would, through
+azure-identity's ClientSecretCredential against the server's token endpoint) or SANDPOOL_TOKEN (a
+bearer token handed out as is). Exits non-zero with a message on the first mismatch.
 """
+import base64
+import json
 import os
 import sys
 import time
 
 from azure.core.credentials import AccessToken
-from azure.core.exceptions import ResourceNotFoundError, HttpResponseError
+from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError, HttpResponseError
 from azure.mgmt.appcontainers import ContainerAppsAPIClient
 from azure.mgmt.appcontainers import models as m
 
@@ -30,13 +34,65 @@ def check(cond, what):
         sys.exit(1)
 
 
+def claims(token):
+    """The payload of a JWT, unverified: the server checks signatures, this only reads fields."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def secret_credential(endpoint, admin, verify, secret=None):
+    """What a user's code does: MSAL client credentials, with the server as the authority."""
+    from azure.identity import ClientSecretCredential
+
+    return ClientSecretCredential(
+        admin["tenantId"],
+        admin["clientId"],
+        secret if secret is not None else admin["clientSecret"],
+        # The server is its own authority: MSAL reads {authority}/{tenant}/v2.0/.well-known/
+        # openid-configuration from it, and must not ask login.microsoftonline.com about it.
+        authority=endpoint,
+        disable_instance_discovery=True,
+        connection_verify=verify,
+    )
+
+
+def signed_in_credential(endpoint, admin_file, verify):
+    """Checks the tokens ClientSecretCredential gets, then answers it for the SDK client."""
+    with open(admin_file) as f:
+        admin = json.load(f)
+    cred = secret_credential(endpoint, admin, verify)
+    for scope, audience in [
+        ("https://management.azure.com/.default", "https://management.azure.com/"),
+        ("https://dynamicsessions.io/.default", "https://dynamicsessions.io"),
+    ]:
+        token = cred.get_token(scope)
+        check(token.expires_on > time.time(), f"{scope}: token already expired")
+        c = claims(token.token)
+        check(c.get("aud") == audience, f"{scope}: aud {c.get('aud')}")
+        check(c.get("tid") == admin["tenantId"], f"{scope}: tid {c.get('tid')}")
+        check(c.get("oid") == admin["principalId"], f"{scope}: oid {c.get('oid')}")
+    try:
+        secret_credential(endpoint, admin, verify, secret="not-the-secret").get_token(
+            "https://management.azure.com/.default"
+        )
+        check(False, "a wrong client secret got a token")
+    except ClientAuthenticationError:
+        pass
+    return cred
+
+
 def main():
     endpoint = os.environ["SANDPOOL_ENDPOINT"]
     sub = os.environ["SANDPOOL_SUBSCRIPTION"]
     rg = os.environ["SANDPOOL_RESOURCE_GROUP"]
     verify = os.environ.get("SANDPOOL_VERIFY_TLS", "1") != "0"
+    admin_file = os.environ.get("SANDPOOL_ADMIN_FILE")
+    if admin_file:
+        credential = signed_in_credential(endpoint, admin_file, verify)
+    else:
+        credential = StaticToken(os.environ["SANDPOOL_TOKEN"])
     client = ContainerAppsAPIClient(
-        credential=StaticToken(os.environ.get("SANDPOOL_TOKEN", "sandpool-test-token")),
+        credential=credential,
         subscription_id=sub,
         base_url=endpoint,
         connection_verify=verify,
