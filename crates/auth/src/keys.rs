@@ -174,6 +174,17 @@ impl KeyStore {
         Ok(kid)
     }
 
+    /// Deletes retired keys past retention, then makes a new signing key when the current one
+    /// is older than `max_age_ms`. Returns the new key id when it rotated.
+    pub fn maintain(&mut self, max_age_ms: u64) -> Result<Option<String>, AuthError> {
+        self.prune()?;
+        let age_ms = now_unix_ms().saturating_sub(self.current().created_at_ms);
+        if age_ms < max_age_ms {
+            return Ok(None);
+        }
+        self.rotate().map(Some)
+    }
+
     /// Deletes keys replaced longer ago than the retention period.
     fn prune(&mut self) -> Result<(), AuthError> {
         let now_ms = now_unix_ms();
@@ -298,6 +309,19 @@ mod tests {
         let reopened = KeyStore::open(dir.path(), 0).unwrap();
         assert_eq!(reopened.current().kid(), new);
         assert!(reopened.find(&old).is_none());
+    }
+
+    #[test]
+    fn maintain_rotates_only_an_old_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = KeyStore::open(dir.path(), 3600).unwrap();
+        let first = store.current().kid().to_string();
+        assert_eq!(store.maintain(3_600_000).unwrap(), None);
+        assert_eq!(store.current().kid(), first);
+        let rotated = store.maintain(0).unwrap().expect("an old key rotates");
+        assert_ne!(rotated, first);
+        assert_eq!(store.current().kid(), rotated);
+        assert!(store.find(&first).is_some(), "the old key still verifies");
     }
 
     #[test]

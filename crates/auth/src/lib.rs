@@ -219,6 +219,14 @@ impl<S: AuthStore> Auth<S> {
         self.write_keys().rotate()
     }
 
+    /// Periodic key care: deletes retired keys whose tokens have all expired, and rotates when
+    /// the signing key is older than `max_age` (a leaked key then signs for a bounded time).
+    /// Returns the new key id when it rotated.
+    pub fn maintain_keys(&self, max_age: std::time::Duration) -> Result<Option<String>, AuthError> {
+        let max_age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
+        self.write_keys().maintain(max_age_ms)
+    }
+
     /// `{"keys":[…]}` for `/.well-known/jwks.json`.
     pub fn jwks(&self) -> serde_json::Value {
         self.read_keys().jwks()

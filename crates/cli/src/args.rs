@@ -134,6 +134,10 @@ pub struct ServeArgs {
     /// How long Run Command results are kept, e.g. `7d`, `12h`, `30m`.
     #[arg(long, default_value = "7d", value_parser = crate::units::parse_duration)]
     pub command_retention: std::time::Duration,
+    /// Age at which the token signing key is replaced, e.g. `30d`; `0` never rotates. Tokens
+    /// signed by a replaced key stay valid until they expire; JWKS lists both meanwhile.
+    #[arg(long, default_value = "30d", value_parser = crate::units::parse_duration)]
+    pub signing_key_max_age: std::time::Duration,
     /// Most Run Command commands running at once (the others wait in the queue).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub command_concurrency: u16,

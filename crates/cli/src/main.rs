@@ -155,6 +155,7 @@ fn serve_config(g: &Global, a: &ServeArgs) -> sandpool_server::ServeConfig {
         max_upload_size: a.max_upload_size,
         command_retention: a.command_retention,
         command_concurrency: usize::from(a.command_concurrency),
+        signing_key_max_age: (!a.signing_key_max_age.is_zero()).then_some(a.signing_key_max_age),
         sandbox: sandpool_server::sandboxes::SandboxSettings {
             cgroup_parent: a.cgroup_parent.clone(),
             uid_base: a.uid_base,

@@ -131,6 +131,39 @@ pub fn open(
     .map_err(|e| anyhow::anyhow!("setting up auth: {e}"))
 }
 
+/// Rotates the signing key now if it is older than `max_age`, then keeps checking in the
+/// background (a quarter of `max_age` apart, at most an hour) for as long as the runtime lives.
+pub fn maintain_keys(auth: &ServerAuth, max_age: std::time::Duration) -> anyhow::Result<()> {
+    check_keys(auth, max_age).map_err(|e| anyhow::anyhow!("token signing keys: {e}"))?;
+    let auth = auth.clone();
+    let every = (max_age / 4).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(3600),
+    );
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = check_keys(&auth, max_age) {
+                // The current key keeps signing; the next check tries again.
+                tracing::error!(error = %e, "rotating the token signing key");
+            }
+        }
+    });
+    Ok(())
+}
+
+fn check_keys(
+    auth: &ServerAuth,
+    max_age: std::time::Duration,
+) -> Result<(), sandpool_auth::AuthError> {
+    if let Some(kid) = auth.maintain_keys(max_age)? {
+        tracing::info!(%kid, "token signing key rotated");
+    }
+    Ok(())
+}
+
 /// The token endpoints merged in and every route behind the enforcement layer. Handlers see
 /// the caller as [`Principal`] (the server's view of `sandpool_auth::Principal`).
 pub fn layer(router: Router<AppState>, auth: &ServerAuth) -> Router<AppState> {

@@ -64,6 +64,9 @@ pub struct ServeConfig {
     pub max_body_size: usize,
     /// How sandboxes are run (init binary, cgroup parent, uid ranges, egress).
     pub sandbox: sandboxes::SandboxSettings,
+    /// Age at which the token signing key is replaced (tokens it signed stay valid until they
+    /// expire); `None`: never.
+    pub signing_key_max_age: Option<std::time::Duration>,
 }
 
 impl Default for ServeConfig {
@@ -80,6 +83,7 @@ impl Default for ServeConfig {
             command_concurrency: 4,
             max_body_size: 4 * 1024 * 1024,
             sandbox: sandboxes::SandboxSettings::default(),
+            signing_key_max_age: Some(std::time::Duration::from_secs(30 * 24 * 3600)),
         }
     }
 }
@@ -279,6 +283,9 @@ impl Server {
         let store = Store::open(&url).await?;
         let sandboxes = sandboxes::Sandboxes::start(&config.data_dir, &config.sandbox).await;
         let auth = auth::open(&config.data_dir, &public_url, store.clone())?;
+        if let Some(max_age) = config.signing_key_max_age {
+            auth::maintain_keys(&auth, max_age)?;
+        }
         let (state, router) =
             build_app(store, &public_url, config.max_body_size, sandboxes, auth).await?;
         if config.create_defaults {

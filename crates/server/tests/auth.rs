@@ -954,6 +954,66 @@ both_stores!(
     deployment_checks_each_resource
 );
 
+/// The `kid` in a JWT's header.
+fn key_id(token: &str) -> String {
+    use base64::Engine as _;
+    let header = token.split('.').next().expect("jwt header");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .expect("base64url header");
+    let v: Value = serde_json::from_slice(&raw).expect("header json");
+    v["kid"].as_str().expect("kid").to_owned()
+}
+
+/// `signing_key_max_age`: the running server replaces its signing key by itself; tokens signed
+/// by the old key keep working, new ones carry the new key, and JWKS publishes both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_key_rotates_by_age() {
+    let srv = sandpool_server::testing::TestServer::start_with(TestStore::Sqlite, |c| {
+        c.create_defaults = false;
+        c.signing_key_max_age = Some(std::time::Duration::from_secs(1));
+    })
+    .await;
+    let api = Api::from(srv);
+    api.group("rg1").await;
+    let id = create_identity(&api, "rg1", "rotator").await;
+    assign(&api, &rg_id("rg1"), "Reader", &id.principal_id).await;
+    let old = token_of(&api, &id, MANAGEMENT_AUDIENCE).await;
+
+    let mut new = old.clone();
+    for _ in 0..300 {
+        new = token_of(&api, &id, MANAGEMENT_AUDIENCE).await;
+        if key_id(&new) != key_id(&old) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_ne!(key_id(&new), key_id(&old), "the signing key never rotated");
+
+    let jwks = api
+        .raw(
+            Method::GET,
+            &api.srv.url("/.well-known/jwks.json"),
+            None,
+            &[],
+        )
+        .await;
+    jwks.assert_status(200);
+    let kids: Vec<&str> = jwks.json["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["kid"].as_str())
+        .collect();
+    assert!(kids.contains(&key_id(&old).as_str()), "{kids:?}");
+    assert!(kids.contains(&key_id(&new).as_str()), "{kids:?}");
+    for token in [&old, &new] {
+        with_token(&api, Method::GET, &rg_id("rg1"), token, None)
+            .await
+            .assert_status(200);
+    }
+}
+
 /// Everything the process logs (all tests of this binary), for [`secrets_stay_out_of_logs`].
 fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
     use std::sync::{Arc, Mutex, OnceLock};
