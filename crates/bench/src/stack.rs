@@ -40,7 +40,6 @@ pub fn serve_main(args: ServeArgs) -> Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-    raise_nofile_limit();
     let config = sandpool_server::ServeConfig {
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: args.data_dir,
@@ -68,27 +67,6 @@ pub fn serve_main(args: ServeArgs) -> Result<()> {
         }
         server.run(sandpool_server::shutdown_signal()).await
     })
-}
-
-/// Each live sandbox holds a few of the server's descriptors (control socket, pidfd), so a
-/// thousand sessions pass the usual soft limit of 1024: lift it to the hard limit.
-fn raise_nofile_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscalls on a valid, owned struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                eprintln!(
-                    "raising the open-file limit: {}",
-                    std::io::Error::last_os_error()
-                );
-            }
-        }
-    }
 }
 
 /// Tokens for both audiences, fetched once (they outlive any run of the bench).

@@ -254,6 +254,7 @@ pub struct Server {
 impl Server {
     /// Opens the store (migrating it), creates the defaults, binds the listener.
     pub async fn bind(config: &ServeConfig) -> anyhow::Result<Self> {
+        raise_open_file_limit();
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
         let listener = std::net::TcpListener::bind(config.listen)
@@ -373,6 +374,22 @@ pub async fn shutdown_signal() {
 }
 
 /// Runs `sandpool serve` until SIGTERM or SIGINT.
+/// Each live sandbox holds some of the server's descriptors (control socket, pidfd, a
+/// session's streams), so a thousand sessions pass the usual soft limit of 1024: lift the soft
+/// limit to the hard one. Failing leaves the limit as it was (and says so).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "raising the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "reading the open-file limit"),
+    }
+}
+
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     Server::bind(&config).await?.run(shutdown_signal()).await
 }
@@ -380,6 +397,18 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_file_soft_limit_is_lifted_to_the_hard_one() {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+        setrlimit(Resource::RLIMIT_NOFILE, 512.min(hard), hard).expect("lower soft limit");
+        raise_open_file_limit();
+        assert_eq!(
+            getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit"),
+            (hard, hard)
+        );
+    }
 
     /// A handler that panics answers 500 with the error body and the conventions' headers.
     #[tokio::test]
