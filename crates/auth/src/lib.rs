@@ -19,6 +19,7 @@ mod secret;
 mod store;
 mod token;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -133,7 +134,14 @@ struct Inner<S> {
     admin: TokenSubject,
     admin_hash: SecretHash,
     lifetime_secs: u64,
+    /// Tokens whose signature and claims already checked out, so a client that sends the same
+    /// token on every request pays for the ECDSA verification once. Bounded; expiry is checked
+    /// on every hit.
+    verified: std::sync::Mutex<HashMap<String, Claims>>,
 }
+
+/// Most tokens [`Inner::verified`] holds before it starts over.
+const VERIFIED_CACHE_SIZE: usize = 4096;
 
 impl<S> std::fmt::Debug for Auth<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -176,6 +184,7 @@ impl<S: AuthStore> Auth<S> {
                 },
                 admin_hash,
                 lifetime_secs: config.token_lifetime_secs,
+                verified: Default::default(),
             }),
         })
     }
@@ -282,6 +291,39 @@ impl<S: AuthStore> Auth<S> {
     /// Checks a token's signature (any key that still verifies), expiry, issuer and that its
     /// audience is one this server issues. Does not check the principal or roles.
     pub fn validate(&self, token: &str) -> Result<Claims, TokenError> {
+        let now = now_unix();
+        let mut cache = self
+            .inner
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(claims) = cache.get(token) {
+            // Signature, issuer and audience cannot change; time can. Same rules (and leeway)
+            // as the full check below.
+            if now <= claims.exp.saturating_add(LEEWAY_SECS) {
+                return Ok(claims.clone());
+            }
+            cache.remove(token);
+            return Err(TokenError::Expired);
+        }
+        drop(cache);
+        let claims = self.verify(token)?;
+        let mut cache = self
+            .inner
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= VERIFIED_CACHE_SIZE {
+            cache.retain(|_, c| now <= c.exp.saturating_add(LEEWAY_SECS));
+            if cache.len() >= VERIFIED_CACHE_SIZE {
+                cache.clear();
+            }
+        }
+        cache.insert(token.to_owned(), claims.clone());
+        Ok(claims)
+    }
+
+    fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::ES256 {
             return Err(TokenError::Malformed);

@@ -351,3 +351,56 @@ async fn key_rotation_keeps_old_tokens_valid() {
         .unwrap();
     assert_eq!(kid(fresh.access_token.expose()), new_kid);
 }
+
+/// Verified tokens are remembered (to skip the ECDSA check on every request), but a
+/// remembered token still expires on time, and a tampered copy is still refused.
+#[tokio::test]
+async fn remembered_tokens_still_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = Auth::open(
+        AuthConfig::new(dir.path(), "http://127.0.0.1:1"),
+        MemoryStore::default(),
+    )
+    .unwrap();
+    let subject = sandpool_auth::TokenSubject {
+        principal_id: auth.admin_principal_id().to_owned(),
+        client_id: "c".into(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Issued so that, with the 30 s leeway, it stops being valid about 2 s from now.
+    let lifetime = AuthConfig::new(dir.path(), "http://x").token_lifetime_secs;
+    let token = auth
+        .issue_token_at(
+            &subject,
+            "https://dynamicsessions.io",
+            now - lifetime - 30 + 2,
+        )
+        .unwrap();
+    let token = token.access_token.expose();
+    let first = auth.validate(token).expect("valid at first");
+    assert_eq!(auth.validate(token).expect("valid again"), first);
+
+    // Flip a character in the middle of the signature (the last one carries padding bits).
+    let mut tampered: Vec<char> = token.chars().collect();
+    let i = tampered.len() - 10;
+    tampered[i] = if tampered[i] == 'A' { 'B' } else { 'A' };
+    let tampered: String = tampered.into_iter().collect();
+    assert!(auth.validate(&tampered).is_err(), "a tampered copy passed");
+
+    let mut expired = false;
+    for _ in 0..100 {
+        if auth.validate(token).is_err() {
+            expired = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(expired, "a remembered token outlived its expiry");
+    assert!(matches!(
+        auth.validate(token),
+        Err(sandpool_auth::TokenError::Expired)
+    ));
+}
