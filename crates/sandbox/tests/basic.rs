@@ -370,3 +370,26 @@ async fn commands_start_clean() {
     })
     .await;
 }
+
+/// A short command's exit can reach the init before its output does; the output must still be
+/// delivered, every time, also with many commands at once (it was lost now and then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_commands_never_lose_their_output() {
+    with_runtime("shortout", |rt, _| async move {
+        let sb = start(&rt).await;
+        for round in 0..15 {
+            let runs: Vec<_> = (0..20)
+                .map(|i| {
+                    let sb = sb.clone();
+                    async move { (i, sh(&sb, &format!("echo r{round}c{i}")).await) }
+                })
+                .collect();
+            for (i, (code, out, _)) in futures::future::join_all(runs).await {
+                assert_eq!(code, Some(0));
+                assert_eq!(out, format!("r{round}c{i}\n"), "round {round}, command {i}");
+            }
+        }
+        sb.destroy().await.expect("destroy");
+    })
+    .await;
+}

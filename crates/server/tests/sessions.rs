@@ -20,6 +20,16 @@ const SUB: &str = sandpool_server::DEFAULT_SUBSCRIPTION;
 struct T {
     api: Api,
     data: reqwest::Client,
+    _turn: Turn,
+}
+
+/// Servers of this binary share one process: a test that measures the process's memory runs
+/// alone ([`T::start_alone`]), the others side by side.
+static TURNS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+enum Turn {
+    Shared(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'static, ()>),
+    Alone(#[allow(dead_code)] tokio::sync::RwLockWriteGuard<'static, ()>),
 }
 
 impl T {
@@ -28,11 +38,27 @@ impl T {
     }
 
     async fn start_with(store: TestStore, f: impl FnOnce(&mut sandpool_server::ServeConfig)) -> T {
+        let turn = Turn::Shared(TURNS.read().await);
+        Self::launch(store, f, turn).await
+    }
+
+    /// Waits until no other server of this binary runs, and keeps it so until dropped.
+    async fn start_alone(store: TestStore) -> T {
+        let turn = Turn::Alone(TURNS.write().await);
+        Self::launch(store, |_| {}, turn).await
+    }
+
+    async fn launch(
+        store: TestStore,
+        f: impl FnOnce(&mut sandpool_server::ServeConfig),
+        turn: Turn,
+    ) -> T {
         let srv = TestServer::start_with(store, f).await;
         let data = srv.sessions_client();
         T {
             api: Api::from(srv),
             data,
+            _turn: turn,
         }
     }
 
@@ -462,7 +488,8 @@ fn vm_rss_kib() -> u64 {
 async fn files_stream_and_paths() {
     const SIZE: u64 = 100 << 20;
     const CHUNK: usize = 256 << 10;
-    let t = T::start(TestStore::Sqlite).await;
+    // VmRSS is the whole test process's: other tests' servers must not run meanwhile.
+    let t = T::start_alone(TestStore::Sqlite).await;
     // Warm the session and the allocator before measuring.
     t.stdout("default", "filer", "mkdir -p sub").await;
     let before = vm_rss_kib();

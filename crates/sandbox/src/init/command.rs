@@ -157,14 +157,21 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         if libc::setpgid(0, 0) != 0 {
             fail(c);
         }
-        for (target, &src) in c.stdio.iter().enumerate() {
-            let target = target as RawFd;
-            let r = if src == target {
-                libc::fcntl(src, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(src, target)
-            };
-            if r == -1 {
+        // A source below 3 could be overwritten by an earlier dup2 (say the stdout pipe is fd
+        // 0 and stdin's /dev/null goes to 0 first: the command's output vanished). Lift such
+        // sources above 2 first (close-on-exec copies in this child's own fd table).
+        let mut stdio = c.stdio;
+        for src in stdio.iter_mut() {
+            if *src < 3 {
+                let lifted = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 3);
+                if lifted == -1 {
+                    fail(c);
+                }
+                *src = lifted;
+            }
+        }
+        for (target, &src) in stdio.iter().enumerate() {
+            if libc::dup2(src, target as RawFd) == -1 {
                 fail(c);
             }
         }

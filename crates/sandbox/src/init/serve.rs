@@ -390,9 +390,16 @@ impl Stream {
     }
 
     /// Reads what is already in the pipe without waiting (after the command exited).
+    ///
+    /// A plain non-blocking read(2), not `try_read`: tokio's `try_read` answers `WouldBlock`
+    /// without reading while the reactor has not yet seen the pipe become readable, which is
+    /// exactly the case of a short command whose exit is noticed before its output — and that
+    /// output was lost.
     async fn drain(&mut self, tx: &Tx, id: u64, buf: &mut [u8], limit: usize) {
         while let Some(rx) = &self.rx {
-            match rx.try_read(buf) {
+            // SAFETY: reading into a valid buffer from a descriptor we own (non-blocking).
+            let n = unsafe { libc::read(rx.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            match usize::try_from(n) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     let chunk = buf[..n].to_vec();
