@@ -17,6 +17,7 @@ mod runtime;
 mod seccomp;
 mod spawn;
 mod sys;
+mod zygote;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -43,6 +44,9 @@ pub struct RuntimeConfig {
     pub cgroup_parent: String,
     /// Egress network slots; `None`: `NetworkMode::Egress` is refused.
     pub egress: Option<sandpool_net::NetConfig>,
+    /// Fork inits from a zygote process (exec'd once) instead of exec'ing one per sandbox.
+    /// Image sandboxes and starts while the zygote cannot run take the exec path regardless.
+    pub zygote: bool,
 }
 
 impl RuntimeConfig {
@@ -56,6 +60,7 @@ impl RuntimeConfig {
             uids_per_sandbox: 65_536,
             cgroup_parent: "sandpool".into(),
             egress: None,
+            zygote: true,
         }
     }
 }

@@ -4,6 +4,7 @@ use crate::client::{Conn, Sandbox, SandboxParts};
 use crate::init::InitConfig;
 use crate::spawn::{self, LaunchPlan};
 use crate::sys;
+use crate::zygote::{Zygote, ZygotePlan};
 use crate::{NetworkMode, RootFs, RuntimeConfig, SandboxError, SandboxSpec};
 use sandpool_cgroups::{Cgroup, CgroupLimits, CgroupManager, CpuQuota};
 use sandpool_net::{NetPool, NetSlot};
@@ -86,6 +87,8 @@ pub(crate) struct RtInner {
     live: Mutex<HashMap<String, u32>>,
     /// Uid slots in use (also those of sandboxes an earlier process left behind).
     slots: Mutex<BTreeSet<u32>>,
+    /// Forks inits without an exec per sandbox; started on first use.
+    zygote: Zygote,
 }
 
 pub(crate) fn valid_id(id: &str) -> bool {
@@ -187,8 +190,10 @@ impl Runtime {
                 }
             }
         }
+        let zygote = Zygote::new(&cfg.init_program, &cfg.init_args);
         Ok(Runtime {
             inner: Arc::new(RtInner {
+                zygote,
                 cfg,
                 cgroups,
                 net,
@@ -218,6 +223,17 @@ impl Runtime {
         tokio::spawn(async move { rt.start_inner(spec).await })
             .await
             .map_err(|e| SandboxError::Start(format!("start task failed: {e}")))?
+    }
+
+    /// Egress network slots ready to be handed out (0 without egress).
+    pub fn egress_slots_ready(&self) -> usize {
+        self.inner.net.as_ref().map_or(0, NetPool::ready_count)
+    }
+
+    /// Pid of the zygote that forks this runtime's inits, while one runs (for tests).
+    #[doc(hidden)]
+    pub fn zygote_pid(&self) -> Option<i32> {
+        self.inner.zygote.pid()
     }
 
     fn reserve(&self, id: &str) -> Result<u32, SandboxError> {
@@ -307,9 +323,6 @@ impl Runtime {
             pids_max: l.pids,
             cpu_quota: l.cpu_millicores.map(CpuQuota::from_millicores),
         };
-        let cgroup = self.inner.cgroups.create(id, &limits)?;
-        partial.cgroup = Some(cgroup.clone());
-
         if spec.network == NetworkMode::Egress {
             if let Some(pool) = &self.inner.net {
                 partial.net = Some(pool.acquire().await?);
@@ -320,37 +333,74 @@ impl Runtime {
             limits: spec.limits.clone(),
             hostname: spec.hostname.clone(),
             env: spec.env.clone(),
-            egress: partial.net.is_some(),
+            network_ready: partial.net.is_some(),
+            etc_template: false,
             resolv_conf: resolv_conf(partial.net.is_some()),
         };
-        let json = serde_json::to_string(&init_cfg)
-            .map_err(|e| SandboxError::Start(format!("init config: {e}")))?;
-        let mut argv = self.inner.argv_prefix.clone();
-        argv.push(sys::cstr(json)?);
         let host_uid = cfg.uid_base + slot * cfg.uids_per_sandbox;
         let listener_fd = OwnedFd::from(listener);
         let log_fd = OwnedFd::from(log);
-        let plan = LaunchPlan {
-            program: &self.inner.program,
-            argv,
-            listener: &listener_fd,
-            log: &log_fd,
-            netns: partial.net.as_ref().map(|s| s.netns_path.as_path()),
-            host_uid,
-            uid_count: cfg.uids_per_sandbox,
-            image: match &spec.rootfs {
-                RootFs::Image(p) => Some(p.as_path()),
-                RootFs::Host => None,
-            },
+        let netns = partial.net.as_ref().map(|s| s.netns_path.as_path());
+        // The cgroup is made and entered while the init builds its root (it waits for it before
+        // running anything of the sandbox's): on cgroup v1 that is five directories and five
+        // moves, the longest part of a start the host does.
+        let mut made: Option<Cgroup> = None;
+        let launched = {
+            let mut setup = |pid: i32| {
+                // The init must outlive an OOM in its cgroup; its commands reset this to 0.
+                let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
+                let cgroup = self
+                    .inner
+                    .cgroups
+                    .create(id, &limits)
+                    .map_err(|e| std::io::Error::other(format!("cgroup: {e}")))?;
+                made = Some(cgroup.clone());
+                cgroup
+                    .add_pid(pid)
+                    .map_err(|e| std::io::Error::other(format!("cgroup: {e}")))
+            };
+            // Image sandboxes need an idmapped mount made for their user namespace before the
+            // init runs; only the exec path does that.
+            let forked = match &spec.rootfs {
+                RootFs::Host if cfg.zygote => self.inner.zygote.launch(
+                    &ZygotePlan {
+                        config: &init_cfg,
+                        listener: &listener_fd,
+                        log: &log_fd,
+                        netns,
+                        host_uid,
+                        uid_count: cfg.uids_per_sandbox,
+                    },
+                    &mut setup,
+                ),
+                _ => None,
+            };
+            match forked {
+                Some(r) => r,
+                None => {
+                    let json = serde_json::to_string(&init_cfg)
+                        .map_err(|e| SandboxError::Start(format!("init config: {e}")))?;
+                    let mut argv = self.inner.argv_prefix.clone();
+                    argv.push(sys::cstr(json)?);
+                    let plan = LaunchPlan {
+                        program: &self.inner.program,
+                        argv,
+                        listener: &listener_fd,
+                        log: &log_fd,
+                        netns,
+                        host_uid,
+                        uid_count: cfg.uids_per_sandbox,
+                        image: match &spec.rootfs {
+                            RootFs::Image(p) => Some(p.as_path()),
+                            RootFs::Host => None,
+                        },
+                    };
+                    spawn::launch(&plan, &mut setup)
+                }
+            }
         };
-        let launched = spawn::launch(&plan, |pid| {
-            // The init must outlive an OOM in its cgroup; its commands reset this to 0.
-            let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
-            cgroup
-                .add_pid(pid)
-                .map_err(|e| std::io::Error::other(format!("cgroup: {e}")))
-        })
-        .map_err(|e| SandboxError::Start(format!("launch: {e}")))?;
+        partial.cgroup = made;
+        let launched = launched.map_err(|e| SandboxError::Start(format!("launch: {e}")))?;
         drop((listener_fd, log_fd));
         partial.pid = launched.pid;
         partial.pidfd = Some(launched.pidfd);

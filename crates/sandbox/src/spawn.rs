@@ -153,7 +153,7 @@ pub fn launch(
 
 /// The `ERR` line a dead child left on its status pipe, if any. Non-blocking: a sibling
 /// launch's child may still hold a copy of the write end until it execs.
-fn child_error(status: &OwnedFd) -> Option<io::Error> {
+pub(crate) fn child_error(status: &OwnedFd) -> Option<io::Error> {
     sys::set_nonblocking(status).ok()?;
     let mut buf = [0u8; 512];
     // SAFETY: reading into a valid buffer.
@@ -163,7 +163,7 @@ fn child_error(status: &OwnedFd) -> Option<io::Error> {
     Some(io::Error::other(msg.to_string()))
 }
 
-fn write_byte(fd: &OwnedFd, b: u8) -> io::Result<()> {
+pub(crate) fn write_byte(fd: &OwnedFd, b: u8) -> io::Result<()> {
     // SAFETY: writing one byte from a valid buffer.
     cvt_l(unsafe { libc::write(fd.as_raw_fd(), (&b as *const u8).cast(), 1) } as libc::c_long)
         .map(drop)
@@ -213,19 +213,7 @@ fn clone_child(flags: libc::c_int, c: &ChildFds) -> io::Result<i32> {
     // SAFETY: a fork-like clone (no CLONE_VM, own copy of the address space). The child branch
     // below only calls async-signal-safe functions on data prepared before the clone, then
     // execs or exits; it never returns into Rust code of the parent.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    if pid == -1 {
-        return Err(io::Error::last_os_error());
-    }
+    let pid = unsafe { sys::clone_fork(flags)? };
     if pid == 0 {
         // SAFETY: see above.
         unsafe { child_exec(c) }
@@ -277,7 +265,7 @@ unsafe fn child_exec(c: &ChildFds) -> ! {
 /// The sandbox's uids and gids 0..count map to host_uid..host_uid+count. setgroups stays
 /// allowed (we map as a privileged parent) so the child can drop the server's supplementary
 /// groups; inside, only gids of the sandbox's own range can be set.
-fn write_maps(pid: i32, host_uid: u32, count: u32) -> io::Result<()> {
+pub(crate) fn write_maps(pid: i32, host_uid: u32, count: u32) -> io::Result<()> {
     let map = format!("0 {host_uid} {count}\n");
     std::fs::write(format!("/proc/{pid}/uid_map"), &map).map_err(|e| sys::c_err("uid_map", e))?;
     std::fs::write(format!("/proc/{pid}/gid_map"), &map).map_err(|e| sys::c_err("gid_map", e))?;
@@ -334,62 +322,15 @@ fn idmapped_tree(image: &Path, pid: i32) -> io::Result<OwnedFd> {
     Ok(tree)
 }
 
-/// Buffers of a one-byte message carrying one descriptor.
-struct FdMsg {
-    byte: [u8; 1],
-    iov: libc::iovec,
-    cbuf: Vec<u64>,
-    msg: libc::msghdr,
-}
-
-impl FdMsg {
-    fn new() -> Box<FdMsg> {
-        // SAFETY: CMSG_SPACE is a pure computation.
-        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
-        // SAFETY: all-zero iovec and msghdr are valid; the pointers are set just below, after
-        // the box gives the buffers a stable address.
-        let mut m = Box::new(FdMsg {
-            byte: [0],
-            iov: unsafe { std::mem::zeroed() },
-            cbuf: vec![0u64; space.div_ceil(8)],
-            msg: unsafe { std::mem::zeroed() },
-        });
-        m.iov.iov_base = m.byte.as_mut_ptr().cast();
-        m.iov.iov_len = 1;
-        m.msg.msg_iov = &mut m.iov;
-        m.msg.msg_iovlen = 1;
-        m.msg.msg_control = m.cbuf.as_mut_ptr().cast();
-        m.msg.msg_controllen = space as _;
-        m
-    }
-}
-
 fn send_fd(sock: &std::os::unix::net::UnixDatagram, fd: &OwnedFd) -> io::Result<()> {
-    let m = FdMsg::new();
-    // SAFETY: the control buffer holds one cmsghdr with room for one fd.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&m.msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>(), fd.as_raw_fd());
-        cvt_l(libc::sendmsg(sock.as_raw_fd(), &m.msg, 0) as libc::c_long)?;
-    }
-    Ok(())
+    sys::send_with_fds(sock.as_raw_fd(), &[0], &[fd.as_raw_fd()])
 }
 
 /// The init's side of [`send_fd`].
 pub fn recv_fd(sock: i32) -> io::Result<OwnedFd> {
-    use std::os::fd::FromRawFd;
-    let mut m = FdMsg::new();
-    // SAFETY: recvmsg into the buffers of `m`; the cmsg is checked before its data is read.
-    unsafe {
-        cvt_l(libc::recvmsg(sock, &mut m.msg, libc::MSG_CMSG_CLOEXEC) as libc::c_long)?;
-        let cmsg = libc::CMSG_FIRSTHDR(&m.msg);
-        if cmsg.is_null() || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
-            return Err(io::Error::other("no descriptor received"));
-        }
-        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>());
-        Ok(OwnedFd::from_raw_fd(fd))
-    }
+    let mut byte = [0u8; 1];
+    let (_, fds) = sys::recv_with_fds(sock, &mut byte, 1)?;
+    fds.into_iter()
+        .next()
+        .ok_or_else(|| io::Error::other("no descriptor received"))
 }

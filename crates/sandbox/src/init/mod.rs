@@ -7,7 +7,7 @@
 
 mod command;
 mod files;
-mod rootfs;
+pub(crate) mod rootfs;
 mod serve;
 
 use crate::spawn::FD_STATUS;
@@ -21,8 +21,13 @@ pub struct InitConfig {
     pub limits: Limits,
     pub hostname: String,
     pub env: Vec<(String, String)>,
-    /// The sandbox joined a prepared network slot (do not touch the network).
-    pub egress: bool,
+    /// The sandbox joined a prepared network namespace (an egress slot, or a loopback-only one
+    /// of the zygote's): do not touch the network.
+    pub network_ready: bool,
+    /// The old root's `/etc` is the zygote's prepared template (see
+    /// `rootfs::prepare_etc_template`): bind it whole.
+    #[serde(default)]
+    pub etc_template: bool,
     pub resolv_conf: String,
 }
 
@@ -36,6 +41,9 @@ fn report_status(msg: &str) {
 }
 
 pub fn main() -> ! {
+    if std::env::args_os().last().as_deref() == Some(crate::zygote::ZYGOTE_ARG.as_ref()) {
+        crate::zygote::main();
+    }
     let cfg = match std::env::args_os()
         .last()
         .and_then(|a| serde_json::from_slice::<InitConfig>(a.as_encoded_bytes()).ok())
@@ -46,6 +54,11 @@ pub fn main() -> ! {
             std::process::exit(2);
         }
     };
+    run(cfg)
+}
+
+/// The init proper, once its configuration is known (also the entry of a zygote's child).
+pub fn run(cfg: InitConfig) -> ! {
     if let Err(e) = rootfs::setup(&cfg) {
         report_status(&format!("ERR {e}"));
         std::process::exit(1);

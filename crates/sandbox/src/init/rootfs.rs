@@ -10,7 +10,7 @@ use crate::sys::{cstr, cvt};
 use crate::{seccomp, RootFs};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 type R = Result<(), String>;
@@ -51,10 +51,15 @@ use crate::spawn::{MountAttr, AT_RECURSIVE, FD_IMAGE, MOUNT_ATTR_RDONLY};
 /// Read-only for a whole mount tree at once; a `MS_REMOUNT` would only touch the top mount and
 /// would have to repeat the source's locked flags.
 fn make_readonly(target: &str) -> R {
+    set_readonly(target, true, true)
+}
+
+/// Sets (or clears) read-only on `target`, with its submounts when `recursive`.
+fn set_readonly(target: &str, readonly: bool, recursive: bool) -> R {
     let t = cstr(target).map_err(|e| e.to_string())?;
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
+        attr_set: if readonly { MOUNT_ATTR_RDONLY } else { 0 },
+        attr_clr: if readonly { 0 } else { MOUNT_ATTR_RDONLY },
         propagation: 0,
         userns_fd: 0,
     };
@@ -64,7 +69,7 @@ fn make_readonly(target: &str) -> R {
             libc::SYS_mount_setattr,
             libc::AT_FDCWD,
             t.as_ptr(),
-            AT_RECURSIVE,
+            if recursive { AT_RECURSIVE } else { 0 },
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
@@ -122,15 +127,18 @@ fn tmpfs(target: &str, size: u64, mode: &str) -> R {
 }
 
 /// Mirrors a host entry into the new root: symlinks as symlinks, directories and files as
-/// read-only binds. Missing host entries are skipped.
+/// binds (made read-only by the caller, all at once). Missing host entries are skipped.
 fn mirror(host: &str, new: &str) -> R {
-    let src = format!("/oldroot{host}");
-    let meta = match std::fs::symlink_metadata(&src) {
+    mirror_from(&format!("/oldroot{host}"), new)
+}
+
+fn mirror_from(src: &str, new: &str) -> R {
+    let meta = match std::fs::symlink_metadata(src) {
         Ok(m) => m,
         Err(_) => return Ok(()),
     };
     if meta.file_type().is_symlink() {
-        let target = ctx(format!("readlink {src}"), std::fs::read_link(&src))?;
+        let target = ctx(format!("readlink {src}"), std::fs::read_link(src))?;
         return ctx(format!("symlink {new}"), symlink(target, new));
     }
     if meta.is_dir() {
@@ -138,7 +146,56 @@ fn mirror(host: &str, new: &str) -> R {
     } else {
         touch(new)?;
     }
-    bind(&src, new, true)
+    bind(src, new, false)
+}
+
+/// Names of the synthetic `/etc` files (see [`synthetic_etc`]).
+const SYNTHETIC_ETC: &[&str] = &["passwd", "group", "hosts", "hostname", "resolv.conf"];
+
+/// Run by the zygote in a mount namespace of its own: covers its `/etc` with a read-only tmpfs
+/// holding just what a sandbox's `/etc` gets (binds of [`ETC_ENTRIES`], empty files to bind the
+/// synthetic ones on). Each forked init then binds it with one recursive bind instead of
+/// ~30 binds of single entries. The zygote itself reads nothing from `/etc`.
+pub(crate) fn prepare_etc_template() -> R {
+    // SAFETY: unshare of this (only) thread's mount namespace.
+    ctx(
+        "unshare mount ns",
+        cvt(unsafe { libc::unshare(libc::CLONE_NEWNS) }),
+    )?;
+    mount("", "/", "", libc::MS_REC | libc::MS_PRIVATE, "")?;
+    // The host's /etc stays reachable through this descriptor once the tmpfs covers it.
+    let host = ctx(
+        "open /etc",
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open("/etc"),
+    )?;
+    mount(
+        "tmpfs",
+        "/etc",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        "size=1m,mode=0755",
+    )?;
+    let filled = fill_etc(&format!("/proc/self/fd/{}", host.as_raw_fd()), "/etc")
+        .and_then(|()| make_readonly("/etc"));
+    if filled.is_err() {
+        // SAFETY: detaching the tmpfs we just mounted; the host's /etc shows again.
+        unsafe { libc::umount2(c"/etc".as_ptr(), libc::MNT_DETACH) };
+    }
+    filled
+}
+
+/// Fills the (fresh tmpfs) `dst` with the entries of a sandbox's `/etc` from the host's `src`.
+fn fill_etc(src: &str, dst: &str) -> R {
+    for e in ETC_ENTRIES {
+        mirror_from(&format!("{src}/{e}"), &format!("{dst}/{e}"))?;
+    }
+    for name in SYNTHETIC_ETC {
+        touch(&format!("{dst}/{name}"))?;
+    }
+    Ok(())
 }
 
 const SYSTEM_DIRS: &[&str] = &[
@@ -228,9 +285,18 @@ pub fn setup(cfg: &InitConfig) -> R {
                 mirror(d, &format!("/newroot{d}"))?;
             }
             mkdir_p("/newroot/etc", 0o755)?;
-            for e in ETC_ENTRIES {
-                mirror(&format!("/etc/{e}"), &format!("/newroot/etc/{e}"))?;
+            // /etc is a tmpfs of its own, read-only like the system directories: the zygote's
+            // prepared one, or one filled here.
+            if cfg.etc_template {
+                bind("/oldroot/etc", "/newroot/etc", false)?;
+            } else {
+                tmpfs("/newroot/etc", 1 << 20, "0755")?;
+                fill_etc("/oldroot/etc", "/newroot/etc")?;
             }
+            // Two calls instead of one per bind: everything read-only, then the root's own
+            // tmpfs writable again (its directories, not the binds on them).
+            make_readonly("/newroot")?;
+            set_readonly("/newroot", false, false)?;
             "/newroot".to_string()
         }
         RootFs::Image(_) => {
@@ -275,8 +341,11 @@ pub fn setup(cfg: &InitConfig) -> R {
         let src = format!("/synth/{name}");
         ctx(format!("write {src}"), std::fs::write(&src, content))?;
         let dst = format!("{root}/etc/{name}");
-        let _ = std::fs::remove_file(&dst);
-        touch(&dst)?;
+        // A host-rooted sandbox's /etc is read-only and already has the file to bind on.
+        if !matches!(cfg.rootfs, RootFs::Host) {
+            let _ = std::fs::remove_file(&dst);
+            touch(&dst)?;
+        }
         bind(&src, &dst, false)?;
     }
 
@@ -297,7 +366,7 @@ pub fn setup(cfg: &InitConfig) -> R {
     }
 
     pivot(Path::new(&root), ".")?;
-    if !cfg.egress {
+    if !cfg.network_ready {
         ctx("bring up lo", loopback_up())?;
     }
     // Compiled while the runtime may still be busy with our cgroup, off the critical path.
@@ -424,7 +493,7 @@ fn setup_proc(root: &str) -> R {
     Ok(())
 }
 
-fn loopback_up() -> io::Result<()> {
+pub(crate) fn loopback_up() -> io::Result<()> {
     // SAFETY: an ioctl on a fresh datagram socket with a zeroed, NUL-terminated ifreq.
     unsafe {
         let s = cvt(libc::socket(
