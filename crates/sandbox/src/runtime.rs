@@ -225,6 +225,16 @@ impl Runtime {
             .map_err(|e| SandboxError::Start(format!("start task failed: {e}")))?
     }
 
+    /// Graceful stop of the host process: releases the ready egress slots and makes no more.
+    /// Sandboxes, and the slots they hold, stay: sessions outlive the process and are
+    /// re-attached by the next one.
+    pub async fn shutdown(&self) -> Result<(), SandboxError> {
+        match &self.inner.net {
+            Some(net) => net.shutdown().await.map_err(SandboxError::from),
+            None => Ok(()),
+        }
+    }
+
     /// Egress network slots ready to be handed out (0 without egress).
     pub fn egress_slots_ready(&self) -> usize {
         self.inner.net.as_ref().map_or(0, NetPool::ready_count)

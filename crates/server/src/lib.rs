@@ -351,6 +351,11 @@ impl Server {
         }
         self.state.commands.shutdown().await;
         sessions::shutdown(&self.state).await;
+        if let Ok(runtime) = self.state.sandboxes.runtime() {
+            if let Err(e) = runtime.shutdown().await {
+                tracing::warn!(error = %e, "releasing the ready network slots");
+            }
+        }
         self.state.store.close().await;
         tracing::info!("sandpool stopped");
         Ok(())

@@ -348,6 +348,16 @@ async fn run(store: &str) -> anyhow::Result<()> {
         left.is_empty(),
         "cgroups of ready sandboxes left after SIGTERM: {left:?}"
     );
+    // Nor does it leave network slots: the ready ones are released, and every sandbox that held
+    // one is gone. (The bridge and nft tables stay for the next start.)
+    let slots: Vec<String> = host_leftovers(&settings)
+        .into_iter()
+        .filter(|l| l.starts_with("veth ") || l.starts_with("netns "))
+        .collect();
+    anyhow::ensure!(
+        slots.is_empty(),
+        "network slots left after SIGTERM: {slots:?}"
+    );
     drop(child);
 
     host.clean();
