@@ -380,10 +380,11 @@ async fn run_job(inner: &Inner, job: CommandJob) {
         }
     }
     record.finished_at = Some(now_millis());
+    // Counters first: whoever sees the final record must also see it counted as finished.
+    c.running.fetch_sub(1, Ordering::SeqCst);
     if let Err(e) = inner.store.update(&record).await {
         tracing::error!(id = %job.id, error = %e, "run command: could not record result");
     }
-    c.running.fetch_sub(1, Ordering::SeqCst);
     tracing::info!(id = %job.id, state = %record.state, exit_code = ?record.exit_code, "run command finished");
 }
 

@@ -60,7 +60,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 async fn metrics(State(s): State<AppState>) -> Response {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render() + &crate::sessions::render_metrics(&s),
+        s.metrics.render() + &crate::sessions::render_metrics(&s) + &s.commands.render_metrics(),
     )
         .into_response()
 }

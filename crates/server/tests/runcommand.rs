@@ -229,6 +229,22 @@ async fn api_reference_example(store: TestStore) {
     assert_eq!(done["properties"]["exitCode"], 3);
     assert_eq!(done["properties"]["logs"], "out\nerr\n");
 
+    // Both are counted in /metrics, and nothing waits or runs any more.
+    let m = c.send(Method::GET, &c.api.srv.url("/metrics"), None).await;
+    assert_eq!(m.status, 200, "{}", m.text);
+    for line in [
+        "sandpool_runcommand_finished_total{state=\"Succeeded\"} 2",
+        "sandpool_runcommand_finished_total{state=\"Failed\"} 0",
+        "sandpool_runcommand_queued 0",
+        "sandpool_runcommand_running 0",
+    ] {
+        assert!(
+            m.text.lines().any(|l| l == line),
+            "no '{line}' in:\n{}",
+            m.text
+        );
+    }
+
     // Case-insensitive path segments reach the same result.
     let r = c
         .send(
