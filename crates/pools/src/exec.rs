@@ -35,6 +35,8 @@ pub struct ExecuteRequest {
     pub env: Vec<(String, String)>,
     /// Default [`crate::ManagerConfig::default_cwd`] (`/mnt/data`).
     pub cwd: Option<String>,
+    /// Recorded with the execution (the API's `executionType`); does not change how it runs.
+    pub asynchronous: bool,
 }
 
 impl ExecuteRequest {
@@ -129,13 +131,16 @@ impl PoolManager {
             entry: entry.clone(),
             ended: false,
         };
-        let record = ExecutionRecord::running(
-            id.clone(),
-            entry.pool.clone(),
-            entry.identifier.clone(),
-            req.command.clone(),
-            now(),
-        );
+        let record = ExecutionRecord {
+            asynchronous: req.asynchronous,
+            ..ExecutionRecord::running(
+                id.clone(),
+                entry.pool.clone(),
+                entry.identifier.clone(),
+                req.command.clone(),
+                now(),
+            )
+        };
         match self.inner.store.insert_execution(&record).await {
             Ok(true) => {}
             Ok(false) => return Err(PoolError::ExecutionExists(id)),

@@ -76,6 +76,8 @@ pub struct ExecutionRecord {
     pub started_at: OffsetDateTime,
     pub finished_at: Option<OffsetDateTime>,
     pub duration_ms: Option<u64>,
+    /// Submitted to be polled (`executionType: Asynchronous`) rather than answered in place.
+    pub asynchronous: bool,
 }
 
 impl ExecutionRecord {
@@ -102,6 +104,7 @@ impl ExecutionRecord {
             started_at,
             finished_at: None,
             duration_ms: None,
+            asynchronous: false,
         }
     }
 }

@@ -194,8 +194,9 @@ async fn executions_contract(store: &dyn SessionStore, pool_a: &PoolKey, pool_b:
         None
     );
 
-    // A finished execution keeps its output, flags, code and timings.
+    // A finished execution keeps its output, flags, code, timings and type.
     let mut done = e1.clone();
+    done.asynchronous = true;
     done.status = ExecutionStatus::Succeeded;
     done.exit_code = Some(3);
     done.stdout = "line 1\nüñí©ødé ✓\n".into();

@@ -14,10 +14,11 @@ use sqlx::Row;
 use time::OffsetDateTime;
 
 /// Applied by [`Store::open`] after the base schema.
-pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[(
-    200,
-    &[
-        "CREATE TABLE sessions (
+pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        200,
+        &[
+            "CREATE TABLE sessions (
             pool_key TEXT NOT NULL,
             identifier TEXT NOT NULL,
             sandbox_id TEXT NOT NULL,
@@ -27,7 +28,7 @@ pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[(
             etag TEXT NOT NULL,
             PRIMARY KEY (pool_key, identifier)
         )",
-        "CREATE TABLE executions (
+            "CREATE TABLE executions (
             pool_key TEXT NOT NULL,
             identifier TEXT NOT NULL,
             id TEXT NOT NULL,
@@ -44,9 +45,14 @@ pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[(
             duration_ms BIGINT,
             PRIMARY KEY (pool_key, identifier, id)
         )",
-        "CREATE INDEX executions_by_status ON executions (status)",
-    ],
-)];
+            "CREATE INDEX executions_by_status ON executions (status)",
+        ],
+    ),
+    (
+        201,
+        &["ALTER TABLE executions ADD COLUMN asynchronous BIGINT NOT NULL DEFAULT 0"],
+    ),
+];
 
 fn ms(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
@@ -80,7 +86,7 @@ fn session_from_row(r: &AnyRow) -> anyhow::Result<SessionRecord> {
 }
 
 const EXEC_COLUMNS: &str = "pool_key, identifier, id, command, status, exit_code, stdout, stderr, \
-     stdout_truncated, stderr_truncated, error, started_at, finished_at, duration_ms";
+     stdout_truncated, stderr_truncated, error, started_at, finished_at, duration_ms, asynchronous";
 
 fn execution_from_row(r: &AnyRow) -> anyhow::Result<ExecutionRecord> {
     let status: String = r.try_get(4)?;
@@ -103,6 +109,7 @@ fn execution_from_row(r: &AnyRow) -> anyhow::Result<ExecutionRecord> {
         started_at: from_ms(r.try_get(11)?)?,
         finished_at: finished_at.map(from_ms).transpose()?,
         duration_ms: duration_ms.map(u64::try_from).transpose()?,
+        asynchronous: r.try_get::<i64, _>(14)? != 0,
     })
 }
 
@@ -125,6 +132,7 @@ fn bind_execution<'q>(
         .bind(ms(e.started_at))
         .bind(e.finished_at.map(ms))
         .bind(e.duration_ms.map(|d| i64::try_from(d).unwrap_or(i64::MAX)))
+        .bind(i64::from(e.asynchronous))
 }
 
 #[async_trait]
@@ -179,7 +187,7 @@ impl SessionStore for Store {
 
     async fn insert_execution(&self, e: &ExecutionRecord) -> StoreResult<bool> {
         let sql = format!(
-            "INSERT INTO executions ({EXEC_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+            "INSERT INTO executions ({EXEC_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
              ON CONFLICT (pool_key, identifier, id) DO NOTHING"
         );
         let n = bind_execution(sqlx::query(&sql), e)
@@ -192,7 +200,7 @@ impl SessionStore for Store {
         let n = sqlx::query(
             "UPDATE executions SET command = $4, status = $5, exit_code = $6, stdout = $7, stderr = $8,
                stdout_truncated = $9, stderr_truncated = $10, error = $11, started_at = $12,
-               finished_at = $13, duration_ms = $14
+               finished_at = $13, duration_ms = $14, asynchronous = $15
              WHERE pool_key = $1 AND identifier = $2 AND id = $3",
         );
         let n = bind_execution(n, e).execute(self.pool()).await?;

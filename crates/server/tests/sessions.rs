@@ -252,6 +252,18 @@ async fn tutorial_request_and_session_state(store: TestStore) {
     assert_eq!(last["status"], "0", "{last}");
     assert_eq!(last["result"]["stdout"], "done\n");
     assert_eq!(last["id"], r.json["id"]);
+    assert_eq!(last["executionType"], "Asynchronous");
+    // A synchronous one, read back by its operation-id, says how it was submitted.
+    let sync = t
+        .call(
+            Method::GET,
+            &t.url("default", "executions/op-1", "user-42"),
+            None,
+        )
+        .await;
+    sync.assert_status(200);
+    assert_eq!(sync.json["executionType"], "Synchronous", "{}", sync.text);
+    assert_eq!(sync.json["result"]["stdout"], "Hello world!\n");
 
     // Legacy route, trailing slash.
     let r = t

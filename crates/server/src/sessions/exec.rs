@@ -229,6 +229,7 @@ async fn start(
         command: body.command,
         timeout: Some(body.timeout),
         output_limit: body.output_limit,
+        asynchronous: body.asynchronous,
         ..Default::default()
     };
     let session = ctx.manager.acquire(&ctx.key, &ident).await?;
@@ -412,7 +413,17 @@ async fn get_execution(
         )
     })?;
     Ok(with_operation_id(
-        json(StatusCode::OK, &execution_body(&record, "Asynchronous")),
+        json(
+            StatusCode::OK,
+            &execution_body(
+                &record,
+                if record.asynchronous {
+                    "Asynchronous"
+                } else {
+                    "Synchronous"
+                },
+            ),
+        ),
         &record.id,
     ))
 }
