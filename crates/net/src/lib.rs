@@ -17,7 +17,9 @@
 //! the sandbox's user namespace (joining needs CAP_SYS_ADMIN over the owning, initial user
 //! namespace); the sandbox then cannot reconfigure the namespace. Creating and deleting veths
 //! costs tens of milliseconds, so slots are made ahead by a background task and `acquire` only
-//! takes one. A slot serves one sandbox: release it and take a fresh one.
+//! takes one. That task replaces a taken slot once the pool has gone a moment without a take
+//! (at once when none is left), so its work does not compete with the starts of a burst. A slot
+//! serves one sandbox: release it and take a fresh one.
 //!
 //! It does not create sandboxes, nor the loopback-only namespace of sandboxes without egress
 //! (the sandbox crate does both).
@@ -33,11 +35,17 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 pub use ns::run_in_netns;
 
 /// Prefix of slot names (host veth names and netns file names); what `sweep` looks for.
 const SLOT_PREFIX: &str = "spv";
+
+/// How long the pool must have gone without a take before it makes a slot while some are still
+/// ready: making one (≈14 ms of netns, veth and address work) right after a take would compete
+/// for the CPU with the start that took it, and with the next start of a burst.
+const IDLE_BEFORE_REFILL: Duration = Duration::from_millis(20);
 
 /// An IPv4 network in CIDR form, e.g. `10.213.0.0/16`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -257,6 +265,8 @@ struct State {
     /// Where the next address search starts, so a freed address is not reused at once (peers
     /// may still hold a neighbour entry with the old MAC).
     cursor: u32,
+    /// When a ready slot was last taken.
+    last_take: Option<Instant>,
 }
 
 impl Inner {
@@ -341,10 +351,37 @@ impl Inner {
     }
 
     fn take_ready(&self) -> Option<NetSlot> {
-        let slot = self.state().ready.pop_front();
+        let slot = {
+            let mut st = self.state();
+            st.last_take = Some(Instant::now());
+            st.ready.pop_front()
+        };
         self.refill.notify_one();
         slot
     }
+
+    /// What the refill loop should do now: nothing (full), wait this long (some slots are
+    /// still ready and a take was recent), or make a slot. An empty pool refills at once: the
+    /// next acquire would otherwise make its slot itself, on the start path.
+    fn refill_due(&self) -> Refill {
+        let st = self.state();
+        if st.ready.len() >= self.cfg.ready_slots {
+            return Refill::Full;
+        }
+        if st.ready.is_empty() {
+            return Refill::Now;
+        }
+        match st.last_take.map(|t| t.elapsed()) {
+            Some(idle) if idle < IDLE_BEFORE_REFILL => Refill::After(IDLE_BEFORE_REFILL - idle),
+            _ => Refill::Now,
+        }
+    }
+}
+
+enum Refill {
+    Full,
+    After(Duration),
+    Now,
 }
 
 impl Drop for Inner {
@@ -373,15 +410,21 @@ async fn refill_loop(weak: Weak<Inner>, notify: Arc<tokio::sync::Notify>) {
         if inner.closed.load(Ordering::Acquire) {
             return;
         }
-        let missing = inner
-            .cfg
-            .ready_slots
-            .saturating_sub(inner.state().ready.len());
-        if missing == 0 {
-            // A dropped pool must not be kept alive by this wait (Inner's Drop wakes it).
-            drop(inner);
-            notify.notified().await;
-            continue;
+        match inner.refill_due() {
+            Refill::Full => {
+                // A dropped pool must not be kept alive by this wait (Inner's Drop wakes it).
+                drop(inner);
+                notify.notified().await;
+                continue;
+            }
+            Refill::After(wait) => {
+                drop(inner);
+                // A take during the wait moves the deadline; the loop re-checks after it. A
+                // shutdown or drop wakes the wait early.
+                let _ = tokio::time::timeout(wait, notify.notified()).await;
+                continue;
+            }
+            Refill::Now => {}
         }
         match inner.create_slot().await {
             Ok(slot) => {

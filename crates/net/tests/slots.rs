@@ -2,6 +2,7 @@
 //! nft table, subnet and fake internet, so tests run in parallel; guards tear everything down
 //! even when an assertion fails.
 
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -459,6 +460,36 @@ async fn shutdown_removes_ready_slots_and_refuses_acquire() {
     // Host setup stays for the next pool.
     assert!(link_exists(&cfg.bridge));
     assert!(nft_table_exists("inet", &cfg.nft_table));
+}
+
+/// Taken slots are replaced both when some are still ready (after the pool has been idle a
+/// moment) and when none is left, and each slot handed out is a distinct, working one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taken_slots_are_replaced_after_a_burst() {
+    let ids = Ids::new(5);
+    let (_host, mut cfg) = HostGuard::new(&ids);
+    cfg.ready_slots = 2;
+    let pool = NetPool::new(cfg.clone()).await.expect("pool");
+    wait_ready(&pool, 2).await;
+    // One take leaves one ready: the replacement waits for an idle moment, then comes.
+    let first = pool.acquire().await.expect("first");
+    wait_ready(&pool, 2).await;
+    // A burst that empties the pool, and one more (made on demand or by the refill).
+    let mut taken = vec![first];
+    for _ in 0..3 {
+        taken.push(pool.acquire().await.expect("burst"));
+    }
+    let names: HashSet<&str> = taken.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names.len(), taken.len(), "a slot was handed out twice");
+    for slot in &taken {
+        assert!(link_exists(&slot.name), "{} has no host veth", slot.name);
+        assert!(slot.netns_path.exists(), "{} has no netns file", slot.name);
+    }
+    wait_ready(&pool, 2).await;
+    for slot in taken {
+        pool.release(slot).await.expect("release");
+    }
+    pool.shutdown().await.expect("shutdown");
 }
 
 #[test]

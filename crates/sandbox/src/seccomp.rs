@@ -11,7 +11,13 @@ use seccompiler::{
     apply_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
     SeccompFilter, SeccompRule, TargetArch,
 };
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+/// Filters compiled once by the zygote before it forks any init; every forked init inherits
+/// them, so its start does not pay for building the rule maps and the BPF code again.
+static COMPILED: OnceLock<Filters> = OnceLock::new();
 
 /// Calls denied unconditionally.
 pub const DENIED: &[i64] = &[
@@ -121,6 +127,25 @@ pub fn build() -> Result<Filters, String> {
             .try_into()
             .map_err(|e: seccompiler::BackendError| e.to_string())?,
     ))
+}
+
+/// Compiles the filters into this process's cache (the zygote calls it once, before forking).
+pub fn precompile() -> Result<(), String> {
+    if COMPILED.get().is_none() {
+        let filters = build()?;
+        // Single-threaded caller: nothing else can have set it in between.
+        let _ = COMPILED.set(filters);
+    }
+    Ok(())
+}
+
+/// The filters: the ones compiled ahead when this process has them (an init forked from the
+/// zygote), else freshly compiled ones (an exec'd init).
+pub fn compiled() -> Result<Cow<'static, Filters>, String> {
+    match COMPILED.get() {
+        Some(filters) => Ok(Cow::Borrowed(filters)),
+        None => build().map(Cow::Owned),
+    }
 }
 
 /// Installs the filters on the calling thread (inherited by everything it starts).

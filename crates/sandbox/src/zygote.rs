@@ -304,6 +304,8 @@ pub fn main() -> ! {
             Err(_) => std::process::exit(2),
         };
     let etc_template = crate::init::rootfs::prepare_etc_template().is_ok();
+    // A failure here is reported by each init, which then compiles the filters itself.
+    let _ = crate::seccomp::precompile();
     let mut ready: Vec<OwnedFd> = Vec::new();
     let mut buf = vec![0u8; MAX_REQUEST];
     loop {

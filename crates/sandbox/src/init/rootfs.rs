@@ -369,8 +369,9 @@ pub fn setup(cfg: &InitConfig) -> R {
     if !cfg.network_ready {
         ctx("bring up lo", loopback_up())?;
     }
-    // Compiled while the runtime may still be busy with our cgroup, off the critical path.
-    let filters = seccomp::build().map_err(|e| format!("seccomp: {e}"))?;
+    // Compiled by the zygote ahead of time, or here (exec'd init) while the runtime may still be
+    // busy with our cgroup.
+    let filters = seccomp::compiled().map_err(|e| format!("seccomp: {e}"))?;
     // The runtime moves us into our cgroup while we build the root; it must be done before the
     // cgroup namespace is rooted there and before anything of the sandbox's runs.
     ctx("wait for the cgroup", crate::spawn::wait_for_cgroup())?;
