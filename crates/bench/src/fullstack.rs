@@ -299,6 +299,9 @@ async fn new_session(server: &StackServer, sizes: Sizes) -> Result<Vec<Row>> {
         let s = session("fresh-warm", format!("bench-new-{i}"));
         m.push(warm, exec_echo(c, &s).await?);
         c.delete_session(&s).await?;
+        // The warm pool starts its replacement once that first command has answered: let it
+        // finish so that it does not weigh on the cold start measured next.
+        wait_ready(server, "fresh-warm", 1).await?;
         let s = session("fresh-cold", format!("bench-new-{i}"));
         m.push(cold, exec_echo(c, &s).await?);
         c.delete_session(&s).await?;

@@ -324,9 +324,11 @@ async fn run(
             }
         }
     }
+    let entry = in_use.entry.clone();
     in_use.end().await;
     inner.metrics.executed(status, duration);
     let _ = tx.send(ExecutionEvent::Finished(record));
+    inner.release_refill_hold(&entry);
 }
 
 /// Status, exit code and error of a command that the sandbox reported ended.

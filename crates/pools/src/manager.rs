@@ -44,6 +44,10 @@ pub struct ManagerConfig {
     pub persist_touch_interval: Duration,
     /// First delay after a failed ready-sandbox start; doubles per failure up to a minute.
     pub refill_retry: Duration,
+    /// After a ready sandbox is taken, its replacement waits until the new session's first
+    /// execution has ended, or this long at most: on a host with few cores a sandbox start
+    /// running beside the first command slows that command, the one a client waits for.
+    pub refill_hold: Duration,
     pub hostname: String,
 }
 
@@ -60,6 +64,7 @@ impl Default for ManagerConfig {
             default_cwd: "/mnt/data".into(),
             persist_touch_interval: Duration::from_secs(1),
             refill_retry: Duration::from_millis(500),
+            refill_hold: Duration::from_millis(50),
             hostname: "sandbox".into(),
         }
     }
@@ -151,6 +156,8 @@ struct LiveSession {
     persisted_at: OffsetDateTime,
     etag: String,
     in_flight: u32,
+    /// Bound from the ready set and its first execution has not ended: the pool's refill waits.
+    holds_refill: bool,
 }
 
 impl LiveSession {
@@ -161,6 +168,7 @@ impl LiveSession {
             persisted_at: last_accessed,
             etag,
             in_flight: 0,
+            holds_refill: false,
         }
     }
 
@@ -232,6 +240,9 @@ struct Pool {
     tracker: TaskTracker,
     start_failures: u32,
     retry_at: Option<Instant>,
+    /// The refill waits until then, or until the session that took a ready sandbox has run its
+    /// first command (see [`ManagerConfig::refill_hold`]).
+    refill_hold_until: Option<Instant>,
 }
 
 impl Pool {
@@ -421,6 +432,7 @@ impl PoolManager {
                 tracker: TaskTracker::new(),
                 start_failures: 0,
                 retry_at: None,
+                refill_hold_until: None,
             });
             let mut stale = Vec::new();
             if !pool.settings.same_sandbox_spec(&settings) {
@@ -538,13 +550,18 @@ impl PoolManager {
                             rx: rx.clone(),
                         },
                     );
+                    let ready = pool.ready.pop_front();
+                    if ready.is_some() {
+                        pool.refill_hold_until =
+                            Some(Instant::now() + self.inner.config.refill_hold);
+                    }
                     let job = Allocation {
                         key: key.clone(),
                         identifier: identifier.to_owned(),
                         generation: pool.generation,
                         token,
                         settings: pool.settings.clone(),
-                        ready: pool.ready.pop_front(),
+                        ready,
                         started,
                         tx,
                         _tracked: pool.tracker.token(),
@@ -943,7 +960,8 @@ impl Inner {
             sandbox: sandbox.clone(),
             created_at: created,
         });
-        let live = LiveSession::new(entry.clone(), created, new_etag());
+        let mut live = LiveSession::new(entry.clone(), created, new_etag());
+        live.holds_refill = matches!(source, Source::Ready);
         let record = live.record(&settings.lifecycle);
         if let Err(e) = self.store.upsert_session(&record).await {
             self.destroy(&sandbox).await;
@@ -995,13 +1013,34 @@ impl Inner {
         live.touch(now(), &lifecycle, self.config.persist_touch_interval)
     }
 
+    /// Lets the pool's refill start if this was the first execution of a session bound from the
+    /// ready set; called once the execution's result is out.
+    pub(crate) fn release_refill_hold(&self, entry: &Arc<SessionEntry>) {
+        let released = {
+            let mut st = self.lock();
+            let Some(pool) = st.pools.get_mut(&entry.pool) else {
+                return;
+            };
+            let held = pool
+                .live_mut(entry)
+                .is_some_and(|l| std::mem::take(&mut l.holds_refill));
+            if held {
+                pool.refill_hold_until = None;
+            }
+            held
+        };
+        if released {
+            self.signals.refill.notify_one();
+        }
+    }
+
     pub(crate) async fn persist_after_use(&self, record: Option<SessionRecord>) {
         self.persist(record).await;
     }
 
     /// Starts the next missing ready sandbox, one at a time (this host has few cores and starts
-    /// are quick). Returns when nothing is missing, with the time until a backed-off pool may
-    /// be retried.
+    /// are quick). Returns when nothing is missing, with the time until a backed-off or held
+    /// pool may be retried.
     async fn refill_round(&self) -> Option<Duration> {
         loop {
             let job = {
@@ -1016,7 +1055,8 @@ impl Inner {
                     if pool.ready.len() + pool.starting >= pool.ready_target() {
                         continue;
                     }
-                    if let Some(at) = pool.retry_at.filter(|at| *at > now) {
+                    let hold = pool.retry_at.max(pool.refill_hold_until);
+                    if let Some(at) = hold.filter(|at| *at > now) {
                         let wait = at - now;
                         next_retry = Some(next_retry.map_or(wait, |w| w.min(wait)));
                         continue;

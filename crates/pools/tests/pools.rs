@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use sandpool_pools::{
-    ExecuteRequest, ExecutionEvent, ExecutionStatus, Lifecycle, PoolError, SessionStore,
+    ExecuteRequest, ExecutionEvent, ExecutionStatus, Lifecycle, ManagerConfig, PoolError,
+    SessionStore,
 };
 use sandpool_sandbox::SandboxSpec;
 
@@ -57,6 +58,48 @@ async fn ready_sandbox_is_bound_first_and_refilled() {
             "get_session never allocates"
         );
         assert_eq!(m.list_sessions(key).await.len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refill_waits_for_the_first_command_of_a_ready_session() {
+    // A hold far longer than the test: only the end of the first command can release it.
+    let config = ManagerConfig {
+        refill_hold: Duration::from_secs(3600),
+        ..fast_config()
+    };
+    with_manager_config("refill-hold", config, |fx| async move {
+        let (m, key) = (&fx.manager, &fx.key);
+        m.upsert_pool(key.clone(), settings(5, 2, timed(300)))
+            .await
+            .expect("pool");
+        wait_ready(m, key, 2).await;
+
+        let s = m.acquire(key, "first").await.expect("acquire");
+        assert_eq!(m.metrics().allocations_from("ready"), 1);
+        // Give a refill that ignored the hold ample time to show up.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            ready_count(m, key),
+            1,
+            "the refill waits for the first command"
+        );
+        assert_eq!(fx.runtime.list_ids().len(), 2, "no replacement is starting");
+
+        let rec = run(m, &s, "echo hi").await;
+        assert_eq!(rec.status, ExecutionStatus::Succeeded);
+        assert_eq!(rec.stdout, "hi\n");
+        wait_ready(m, key, 2).await;
+        assert_eq!(fx.runtime.list_ids().len(), 3);
+
+        // Both ready sandboxes taken back to back: the first commands release the hold again.
+        let a = m.acquire(key, "a").await.expect("acquire a");
+        let b = m.acquire(key, "b").await.expect("acquire b");
+        for s in [&a, &b] {
+            assert_eq!(run(m, s, "true").await.status, ExecutionStatus::Succeeded);
+        }
+        wait_ready(m, key, 2).await;
     })
     .await;
 }

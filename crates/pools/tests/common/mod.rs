@@ -71,6 +71,15 @@ where
     F: FnOnce(Fixture) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    with_manager_config(name, fast_config(), body).await;
+}
+
+/// [`with_manager`] with the manager's tunables given.
+pub async fn with_manager_config<F, Fut>(name: &str, config: ManagerConfig, body: F)
+where
+    F: FnOnce(Fixture) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let dir = tempfile::Builder::new()
         .prefix(&format!("pools-{name}-"))
         .tempdir()
@@ -78,7 +87,7 @@ where
     let cfg = runtime_config(name, dir.path());
     let runtime = Runtime::new(cfg.clone()).await.expect("runtime");
     let store = Arc::new(MemoryStore::new());
-    let manager = PoolManager::with_config(runtime.clone(), store.clone(), fast_config());
+    let manager = PoolManager::with_config(runtime.clone(), store.clone(), config);
     let fixture = Fixture {
         cfg: cfg.clone(),
         runtime,
