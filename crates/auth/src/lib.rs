@@ -292,11 +292,7 @@ impl<S: AuthStore> Auth<S> {
     /// audience is one this server issues. Does not check the principal or roles.
     pub fn validate(&self, token: &str) -> Result<Claims, TokenError> {
         let now = now_unix();
-        let mut cache = self
-            .inner
-            .verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.verified();
         if let Some(claims) = cache.get(token) {
             // Signature, issuer and audience cannot change; time can. Same rules (and leeway)
             // as the full check below.
@@ -308,11 +304,7 @@ impl<S: AuthStore> Auth<S> {
         }
         drop(cache);
         let claims = self.verify(token)?;
-        let mut cache = self
-            .inner
-            .verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.verified();
         if cache.len() >= VERIFIED_CACHE_SIZE {
             cache.retain(|_, c| now <= c.exp.saturating_add(LEEWAY_SECS));
             if cache.len() >= VERIFIED_CACHE_SIZE {
@@ -435,6 +427,14 @@ impl<S: AuthStore> Auth<S> {
         // A panic while holding the lock cannot leave the key list half-updated (rotate
         // pushes only after the file is written), so a poisoned lock is still usable.
         self.inner.keys.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<String, Claims>> {
+        // Entries are inserted whole; a poisoned lock still holds only checked tokens.
+        self.inner
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn write_keys(&self) -> std::sync::RwLockWriteGuard<'_, KeyStore> {
