@@ -4,6 +4,8 @@
 //! HTTP request, possibly asynchronous) goes away; the caller gets a handle that streams the
 //! output and the final record.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -97,7 +99,7 @@ impl PoolManager {
         req: ExecuteRequest,
     ) -> Result<ExecutionHandle, PoolError> {
         let cfg = &self.inner.config;
-        let id = match req.id {
+        let id = match req.id.clone() {
             Some(id) => validate_id(id)?,
             None => uuid::Uuid::new_v4().to_string(),
         };
@@ -141,11 +143,33 @@ impl PoolManager {
                 now(),
             )
         };
-        match self.inner.store.insert_execution(&record).await {
-            Ok(true) => {}
-            Ok(false) => return Err(PoolError::ExecutionExists(id)),
-            Err(e) => return Err(PoolError::store(e)),
-        }
+        let unsaved = if req.asynchronous {
+            // Stored before it runs: a client polls for it, possibly from another server, and a
+            // restart must find it to mark it failed. The claim keeps a synchronous execution
+            // from taking the same id meanwhile.
+            let _claim = Unsaved::reserve(&self.inner, &record)?;
+            match self.inner.store.insert_execution(&record).await {
+                Ok(true) => None,
+                Ok(false) => return Err(PoolError::ExecutionExists(id)),
+                Err(e) => return Err(PoolError::store(e)),
+            }
+        } else {
+            // A synchronous execution's caller waits for its end: its record is written once,
+            // when it ends, and served from memory until then.
+            let unsaved = Unsaved::reserve(&self.inner, &record)?;
+            if req.id.is_some() {
+                let stored = self
+                    .inner
+                    .store
+                    .get_execution(&record.pool, &record.identifier, &record.id)
+                    .await
+                    .map_err(PoolError::store)?;
+                if stored.is_some() {
+                    return Err(PoolError::ExecutionExists(id));
+                }
+            }
+            Some(unsaved)
+        };
         let sandbox_req = sb::ExecRequest {
             command: req.command,
             env: req.env,
@@ -156,7 +180,7 @@ impl PoolManager {
             merge_output: false,
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(in_use, record, sandbox_req, tx));
+        tokio::spawn(run(in_use, unsaved, record, sandbox_req, tx));
         Ok(ExecutionHandle { id, events: rx })
     }
 
@@ -167,6 +191,11 @@ impl PoolManager {
         identifier: &str,
         id: &str,
     ) -> Result<Option<ExecutionRecord>, PoolError> {
+        let key = (key.clone(), identifier.to_owned(), id.to_owned());
+        if let Some(record) = self.inner.unsaved().get(&key) {
+            return Ok(Some(record.clone()));
+        }
+        let (key, identifier, id) = &key;
         self.inner
             .store
             .get_execution(key, identifier, id)
@@ -210,6 +239,60 @@ impl Drop for InUse {
     }
 }
 
+/// Identifies an execution: pool, session identifier, execution id.
+pub(crate) type ExecKey = (crate::PoolKey, String, String);
+
+fn key_of(record: &ExecutionRecord) -> ExecKey {
+    (
+        record.pool.clone(),
+        record.identifier.clone(),
+        record.id.clone(),
+    )
+}
+
+impl Inner {
+    pub(crate) fn unsaved(&self) -> std::sync::MutexGuard<'_, HashMap<ExecKey, ExecutionRecord>> {
+        // Plain data: a panic while holding the lock leaves nothing half-done.
+        self.unsaved.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A synchronous execution's record while it is only in memory; dropping it forgets the record
+/// (once it is stored, or if the task running it dies).
+struct Unsaved {
+    inner: Arc<Inner>,
+    key: ExecKey,
+}
+
+impl Unsaved {
+    /// Claims the execution id in memory; the store is checked by the caller.
+    fn reserve(inner: &Arc<Inner>, record: &ExecutionRecord) -> Result<Self, PoolError> {
+        let key = key_of(record);
+        match inner.unsaved().entry(key.clone()) {
+            Entry::Occupied(_) => return Err(PoolError::ExecutionExists(record.id.clone())),
+            Entry::Vacant(v) => {
+                v.insert(record.clone());
+            }
+        }
+        Ok(Unsaved {
+            inner: inner.clone(),
+            key,
+        })
+    }
+
+    fn update(&self, record: &ExecutionRecord) {
+        if let Some(r) = self.inner.unsaved().get_mut(&self.key) {
+            r.clone_from(record);
+        }
+    }
+}
+
+impl Drop for Unsaved {
+    fn drop(&mut self) {
+        self.inner.unsaved().remove(&self.key);
+    }
+}
+
 /// Output kept for the record, capped like the sandbox caps it (defensively: the record must
 /// stay bounded whatever the sandbox sends).
 struct Capture {
@@ -247,6 +330,7 @@ impl Capture {
 
 async fn run(
     in_use: InUse,
+    unsaved: Option<Unsaved>,
     mut record: ExecutionRecord,
     req: sb::ExecRequest,
     tx: mpsc::UnboundedSender<ExecutionEvent>,
@@ -315,20 +399,124 @@ async fn run(
     record.finished_at = Some(now());
     record.duration_ms = Some(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
 
-    // A store hiccup must not leave the record Running forever: retry once.
+    let entry = in_use.entry.clone();
+    inner.metrics.executed(status, duration);
+    match unsaved {
+        Some(unsaved) => {
+            // The caller gets the result first; the record stays readable from memory until
+            // the saver has stored it.
+            unsaved.update(&record);
+            let _ = tx.send(ExecutionEvent::Finished(record.clone()));
+            inner.release_refill_hold(&entry);
+            let job = SaveJob::Record(Box::new(ToSave {
+                record,
+                unsaved,
+                in_use,
+            }));
+            if let Err(mpsc::error::SendError(SaveJob::Record(f))) = inner.saver.send(job) {
+                // The saver only stops with the manager; store this one directly.
+                if f.in_use.inner.is_bound(&f.in_use.entry) {
+                    store_result(&inner, &f.record, true).await;
+                }
+                f.in_use.end().await;
+            }
+        }
+        None => {
+            store_result(&inner, &record, false).await;
+            in_use.end().await;
+            let _ = tx.send(ExecutionEvent::Finished(record));
+            inner.release_refill_hold(&entry);
+        }
+    }
+}
+
+/// Work for [`save_loop`].
+pub(crate) enum SaveJob {
+    Record(Box<ToSave>),
+    /// Answered once every record queued before it is stored.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// A synchronous execution's result on its way to the store. The session stays in use until
+/// it is written, so deleting the session cannot slip between the check for it and the write
+/// and leave a record behind.
+pub(crate) struct ToSave {
+    record: ExecutionRecord,
+    unsaved: Unsaved,
+    in_use: InUse,
+}
+
+/// Most records, and bytes of output, one batch writes.
+const SAVE_BATCH: usize = 64;
+const SAVE_BATCH_BYTES: usize = 4 << 20;
+
+/// Stores synchronous executions' results in batches: under load, executions end close
+/// together, and one statement per batch replaces a commit per execution (which on SQLite also
+/// means writers queueing on its one write lock).
+pub(crate) async fn save_loop(
+    store: Arc<dyn crate::SessionStore>,
+    mut jobs: mpsc::UnboundedReceiver<SaveJob>,
+) {
+    let mut batch: Vec<Box<ToSave>> = Vec::new();
+    let mut flushes = Vec::new();
+    while let Some(first) = jobs.recv().await {
+        let mut next = Some(first);
+        let mut bytes = 0;
+        while let Some(job) = next.take() {
+            match job {
+                SaveJob::Record(f) => {
+                    bytes += f.record.stdout.len() + f.record.stderr.len() + f.record.command.len();
+                    batch.push(f);
+                }
+                SaveJob::Flush(tx) => flushes.push(tx),
+            }
+            if batch.len() < SAVE_BATCH && bytes < SAVE_BATCH_BYTES {
+                next = jobs.try_recv().ok();
+            }
+        }
+        let records: Vec<ExecutionRecord> = batch
+            .iter()
+            .filter(|f| f.in_use.inner.is_bound(&f.in_use.entry))
+            .map(|f| f.record.clone())
+            .collect();
+        for attempt in 0..2 {
+            match store.insert_executions(&records).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(executions = records.len(), attempt, error = %format!("{e:#}"), "recording execution results")
+                }
+            }
+        }
+        for f in batch.drain(..) {
+            drop(f.unsaved);
+            f.in_use.end().await;
+        }
+        for tx in flushes.drain(..) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Writes a finished execution: inserted when it was never stored, else updated. A store
+/// hiccup must not lose the result or leave the record `Running` forever: retry once.
+async fn store_result(inner: &Inner, record: &ExecutionRecord, insert: bool) {
     for attempt in 0..2 {
-        match inner.store.update_execution(&record).await {
-            Ok(_) => break,
+        let result = if insert {
+            inner.store.insert_execution(record).await
+        } else {
+            inner.store.update_execution(record).await
+        };
+        match result {
+            Ok(true) => return,
+            Ok(false) => {
+                tracing::warn!(execution = %record.id, insert, "execution record already existed or was gone");
+                return;
+            }
             Err(e) => {
                 tracing::warn!(execution = %record.id, attempt, error = %format!("{e:#}"), "recording execution result")
             }
         }
     }
-    let entry = in_use.entry.clone();
-    in_use.end().await;
-    inner.metrics.executed(status, duration);
-    let _ = tx.send(ExecutionEvent::Finished(record));
-    inner.release_refill_hold(&entry);
 }
 
 /// Status, exit code and error of a command that the sandbox reported ended.

@@ -328,6 +328,11 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn SessionStore>,
     pub(crate) config: ManagerConfig,
     pub(crate) metrics: Metrics,
+    /// Synchronous executions whose record is not in the store yet: running, or finished and
+    /// being written. Reads and the execution-id check look here first.
+    pub(crate) unsaved: Mutex<HashMap<crate::exec::ExecKey, crate::ExecutionRecord>>,
+    /// Queue of [`crate::exec::save_loop`].
+    pub(crate) saver: tokio::sync::mpsc::UnboundedSender<crate::exec::SaveJob>,
     state: Mutex<State>,
     signals: Arc<Signals>,
     next_id: AtomicU64,
@@ -397,11 +402,15 @@ impl PoolManager {
         config: ManagerConfig,
     ) -> Self {
         let signals = Arc::new(Signals::default());
+        let (saver, save_jobs) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(crate::exec::save_loop(store.clone(), save_jobs));
         let inner = Arc::new(Inner {
             runtime,
             store,
+            saver,
             config,
             metrics: Metrics::default(),
+            unsaved: Mutex::default(),
             state: Mutex::new(State::default()),
             signals: signals.clone(),
             next_id: AtomicU64::new(1),
@@ -458,6 +467,11 @@ impl PoolManager {
 
     /// Destroys the pool's sessions (removing them from the store) and its ready sandboxes.
     /// Returns whether the pool existed.
+    /// Whether the pool is registered (what every session operation needs).
+    pub fn has_pool(&self, key: &PoolKey) -> bool {
+        self.inner.lock().pools.contains_key(key)
+    }
+
     pub async fn remove_pool(&self, key: &PoolKey) -> bool {
         let Some(pool) = self.inner.lock().pools.remove(key) else {
             return false;
@@ -772,6 +786,7 @@ impl PoolManager {
         for sandbox in &ready {
             self.inner.destroy(sandbox).await;
         }
+        self.inner.flush_results(Duration::from_secs(5)).await;
     }
 }
 
@@ -1031,6 +1046,22 @@ impl Inner {
         };
         if released {
             self.signals.refill.notify_one();
+        }
+    }
+
+    /// Whether the session is still bound to this entry (not deleted or ending).
+    pub(crate) fn is_bound(&self, entry: &Arc<SessionEntry>) -> bool {
+        self.lock()
+            .pools
+            .get_mut(&entry.pool)
+            .is_some_and(|p| p.live_mut(entry).is_some())
+    }
+
+    /// Waits (at most `limit`) until every result queued for the store so far is written.
+    pub(crate) async fn flush_results(&self, limit: Duration) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.saver.send(crate::exec::SaveJob::Flush(tx)).is_ok() {
+            let _ = tokio::time::timeout(limit, rx).await;
         }
     }
 

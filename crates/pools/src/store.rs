@@ -122,6 +122,15 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn list_sessions(&self) -> StoreResult<Vec<SessionRecord>>;
     /// Returns `false` (and changes nothing) when (pool, identifier, id) already exists.
     async fn insert_execution(&self, execution: &ExecutionRecord) -> StoreResult<bool>;
+    /// Inserts finished executions that were never stored, in one statement or transaction where
+    /// the store can (the manager batches the results of executions that end close together);
+    /// any whose (pool, identifier, id) exists is skipped and the existing one kept.
+    async fn insert_executions(&self, executions: &[ExecutionRecord]) -> StoreResult<()> {
+        for e in executions {
+            self.insert_execution(e).await?;
+        }
+        Ok(())
+    }
     /// Replaces the execution with the same (pool, identifier, id); returns whether it existed.
     async fn update_execution(&self, execution: &ExecutionRecord) -> StoreResult<bool>;
     async fn get_execution(

@@ -194,6 +194,49 @@ async fn executions_contract(store: &dyn SessionStore, pool_a: &PoolKey, pool_b:
         None
     );
 
+    // A batch: new ones land with every field, an existing one is kept as it was.
+    let mut batch_new = execution(pool_b, "user-9", "batch-1");
+    batch_new.status = ExecutionStatus::Succeeded;
+    batch_new.exit_code = Some(3);
+    batch_new.stdout = "out\n".into();
+    batch_new.stderr = "ërr".into();
+    batch_new.finished_at = Some(at(6_000));
+    batch_new.duration_ms = Some(1_000);
+    let batch_other = execution(pool_b, "user-9", "batch-2");
+    let mut batch_dup = e1.clone();
+    batch_dup.command = "replaced?".into();
+    store
+        .insert_executions(&[batch_new.clone(), batch_dup, batch_other.clone()])
+        .await
+        .expect("insert_executions");
+    for want in [&batch_new, &batch_other] {
+        assert_eq!(
+            store
+                .get_execution(&want.pool, &want.identifier, &want.id)
+                .await
+                .expect("get"),
+            Some(want.clone()),
+            "a batch-inserted execution reads back with every field"
+        );
+    }
+    assert_eq!(
+        store
+            .get_execution(pool_a, "user-1", "exec-1")
+            .await
+            .expect("get")
+            .map(|e| e.command),
+        Some(e1.command.clone()),
+        "a batch does not replace an existing execution"
+    );
+    store
+        .insert_executions(&[])
+        .await
+        .expect("an empty batch is fine");
+    store
+        .delete_session(pool_b, "user-9")
+        .await
+        .expect("delete_session");
+
     // A finished execution keeps its output, flags, code, timings and type.
     let mut done = e1.clone();
     done.asynchronous = true;

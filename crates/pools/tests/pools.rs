@@ -341,6 +341,76 @@ async fn async_execution_record_goes_from_running_to_succeeded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_execution_is_readable_while_running_and_stored_once_ended() {
+    with_manager("syncrec", |fx| async move {
+        let (m, key) = (&fx.manager, &fx.key);
+        m.upsert_pool(key.clone(), settings(2, 0, timed(300)))
+            .await
+            .expect("pool");
+        let s = m.acquire(key, "waiter").await.expect("acquire");
+        let mut req = ExecuteRequest::new("sleep 1; echo done");
+        req.id = Some("sync-1".into());
+        let h = m.execute(&s, req.clone()).await.expect("execute");
+
+        // Running: not in the store yet, but readable and its id taken.
+        let rec = m
+            .execution(key, "waiter", "sync-1")
+            .await
+            .expect("get")
+            .expect("visible while running");
+        assert_eq!(rec.status, ExecutionStatus::Running);
+        assert!(!rec.asynchronous);
+        assert!(matches!(
+            m.execute(&s, req.clone()).await,
+            Err(PoolError::ExecutionExists(_))
+        ));
+        let as_async = ExecuteRequest {
+            asynchronous: true,
+            ..req.clone()
+        };
+        assert!(matches!(
+            m.execute(&s, as_async).await,
+            Err(PoolError::ExecutionExists(_))
+        ));
+
+        let done = h.wait().await.expect("result");
+        assert_eq!(done.status, ExecutionStatus::Succeeded);
+        // Right after the answer: readable, final, whether or not the write has landed.
+        let rec = m
+            .execution(key, "waiter", "sync-1")
+            .await
+            .expect("get")
+            .expect("visible after the answer");
+        assert_eq!(rec.status, ExecutionStatus::Succeeded);
+        assert_eq!(rec.stdout, "done\n");
+
+        eventually("the result is stored", || async {
+            fx.store
+                .get_execution(key, "waiter", "sync-1")
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|r| r.status == ExecutionStatus::Succeeded)
+        })
+        .await;
+        // Once stored, the id stays taken: the store is asked.
+        assert!(matches!(
+            m.execute(&s, req).await,
+            Err(PoolError::ExecutionExists(_))
+        ));
+        // A refused request does not take its id.
+        let mut bad = ExecuteRequest::new("echo x");
+        bad.id = Some("sync-2".into());
+        bad.timeout = Some(Duration::ZERO);
+        assert!(m.execute(&s, bad.clone()).await.is_err());
+        bad.timeout = None;
+        let ok = m.execute(&s, bad).await.expect("id free").wait().await;
+        assert_eq!(ok.expect("result").stdout, "x\n");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_kills_the_command_and_its_children() {
     with_manager("timeout", |fx| async move {
         let (m, key) = (&fx.manager, &fx.key);

@@ -126,8 +126,8 @@ impl Store {
                         .await?;
                     // In WAL mode NORMAL syncs at checkpoints instead of on every commit: a
                     // commit still survives a crash of the server (it is in the WAL, in the OS's
-                    // cache); only a power loss may undo the last ones. Every execution commits
-                    // three times, so FULL put three fsyncs on each request's path.
+                    // cache); only a power loss may undo the last ones. With FULL every commit
+                    // (execution results, session clocks) waited for an fsync.
                     sqlx::query("PRAGMA synchronous=NORMAL")
                         .execute(&mut *conn)
                         .await?;

@@ -196,6 +196,33 @@ impl SessionStore for Store {
         Ok(n.rows_affected() > 0)
     }
 
+    async fn insert_executions(&self, batch: &[ExecutionRecord]) -> StoreResult<()> {
+        // One multi-row statement: one commit and one hand-off to the database for the batch.
+        const COLUMNS: usize = 15;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<String> = (0..batch.len())
+            .map(|r| {
+                let params: Vec<String> = (1..=COLUMNS)
+                    .map(|c| format!("${}", r * COLUMNS + c))
+                    .collect();
+                format!("({})", params.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO executions ({EXEC_COLUMNS}) VALUES {}
+             ON CONFLICT (pool_key, identifier, id) DO NOTHING",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for e in batch {
+            q = bind_execution(q, e);
+        }
+        q.execute(self.pool()).await?;
+        Ok(())
+    }
+
     async fn update_execution(&self, e: &ExecutionRecord) -> StoreResult<bool> {
         let n = sqlx::query(
             "UPDATE executions SET command = $4, status = $5, exit_code = $6, stdout = $7, stderr = $8,

@@ -99,7 +99,7 @@ impl Target {
         }
     }
 
-    fn validate(&self) -> Result<(), ApiError> {
+    pub(crate) fn validate(&self) -> Result<(), ApiError> {
         validate::subscription_id(&self.subscription)?;
         validate::resource_group_name(&self.resource_group)?;
         self.kind.validate_name(&self.name)

@@ -317,7 +317,6 @@ impl Ctx {
             "{}/subscriptions/{sub}/resourceGroups/{rg}/sessionPools/{pool}",
             s.public_url
         );
-        let r = get_resource(s, &Target::new(Kind::SessionPool, (sub, rg, pool))).await?;
         s.sandboxes.runtime()?;
         let running = s.pools.get().ok_or_else(|| {
             ApiError::new(
@@ -326,9 +325,23 @@ impl Ctx {
                 "The pool manager is not running on this server.",
             )
         })?;
+        let target = Target::new(Kind::SessionPool, (sub, rg, pool));
+        // The manager holds every stored pool (the management API keeps it in step), so a pool
+        // it knows needs no store read; anything else goes the long way for the precise 404.
+        let known = match target.validate() {
+            Ok(()) => {
+                let key = PoolKey::new(&target.subscription, &target.resource_group, &target.name);
+                running.manager.has_pool(&key).then_some(key)
+            }
+            Err(_) => None,
+        };
+        let key = match known {
+            Some(key) => key,
+            None => PoolKey::from_resource_id(&get_resource(s, &target).await?.id),
+        };
         Ok(Ctx {
             manager: running.manager.clone(),
-            key: PoolKey::from_resource_id(&r.id),
+            key,
             endpoint,
             max_upload_size: running.max_upload_size,
         })
