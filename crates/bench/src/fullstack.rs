@@ -5,7 +5,7 @@
 use crate::peers::{self, CrunBundle};
 use crate::report::{Report, Row, Target, Value};
 use crate::stack::{StackServer, GROUP};
-use crate::stats::Summary;
+use crate::stats::{rounds, Interleaved, Summary};
 use anyhow::{bail, ensure, Context, Result};
 use sandpool_client::{Client, SessionRef};
 use serde_json::json;
@@ -184,42 +184,6 @@ async fn wait_ready(server: &StackServer, pool: &str, want: u64) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
-}
-
-/// Sizes of the rounds `iterations` samples are taken in: each figure gets a run of up to ten
-/// consecutive samples per round, the figures taking turns. Turns spread load that comes and
-/// goes on a shared machine over every figure alike; runs keep one figure from paying for the
-/// aftermath of another's (a container teardown right before each sample).
-fn rounds(iterations: usize) -> Vec<usize> {
-    const RUN: usize = 10;
-    let mut left = iterations;
-    let mut out = Vec::new();
-    while left > 0 {
-        out.push(left.min(RUN));
-        left -= left.min(RUN);
-    }
-    out
-}
-
-/// Samples of several figures, taken in turns (see [`rounds`]).
-struct Interleaved {
-    samples: Vec<Vec<Duration>>,
-}
-
-impl Interleaved {
-    fn new(figures: usize) -> Self {
-        Interleaved {
-            samples: vec![Vec::new(); figures],
-        }
-    }
-
-    fn push(&mut self, figure: usize, d: Duration) {
-        self.samples[figure].push(d);
-    }
-
-    fn summary(&self, figure: usize) -> Value {
-        Value::Latency(Summary::of(&self.samples[figure]))
-    }
 }
 
 fn crun_idle() -> Result<CrunBundle> {
@@ -713,11 +677,7 @@ async fn files(server: &StackServer, sizes: Sizes) -> Result<Vec<Row>> {
         std::fs::remove_file(&target)?;
     }
     drop_pool(c, "files").await;
-    let median = |figure: usize| -> Duration {
-        let mut v = m.samples[figure].clone();
-        v.sort();
-        v[v.len() / 2]
-    };
+    let median = |figure: usize| m.median(figure);
     let mib = sizes.file_mib;
     Ok(vec![
         Row {
@@ -733,14 +693,4 @@ async fn files(server: &StackServer, sizes: Sizes) -> Result<Vec<Row>> {
             target: None,
         },
     ])
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rounds_add_up_to_the_iterations() {
-        assert_eq!(super::rounds(25), vec![10, 10, 5]);
-        assert_eq!(super::rounds(3), vec![3]);
-        assert!(super::rounds(0).is_empty());
-    }
 }

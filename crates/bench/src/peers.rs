@@ -65,8 +65,10 @@ pub fn bwrap(shell_command: &str) -> Result<Duration> {
 /// An OCI bundle for crun: a read-only root holding the host's `/usr` and the usual links.
 pub struct CrunBundle {
     dir: tempfile::TempDir,
-    counter: std::cell::Cell<u64>,
 }
+
+/// Container names are unique across every bundle of the process (crun's namespace is global).
+static NEXT_CONTAINER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl CrunBundle {
     pub fn new(args: &[&str]) -> Result<CrunBundle> {
@@ -106,10 +108,7 @@ impl CrunBundle {
                 "options": ["rbind", "ro"]
             }));
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
-        Ok(CrunBundle {
-            dir,
-            counter: std::cell::Cell::new(0),
-        })
+        Ok(CrunBundle { dir })
     }
 
     pub fn path(&self) -> &Path {
@@ -117,8 +116,7 @@ impl CrunBundle {
     }
 
     fn next_id(&self) -> String {
-        let n = self.counter.get();
-        self.counter.set(n + 1);
+        let n = NEXT_CONTAINER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         format!("sandpool-bench-{}-{n}", std::process::id())
     }
 

@@ -27,9 +27,58 @@ impl Summary {
     }
 }
 
+/// Sizes of the rounds `iterations` samples are taken in: each figure gets a run of up to ten
+/// consecutive samples per round, the figures taking turns. Turns spread load that comes and
+/// goes on a shared machine over every figure alike; runs keep one figure from paying for the
+/// aftermath of another's (a container teardown right before each sample).
+pub fn rounds(iterations: usize) -> Vec<usize> {
+    const RUN: usize = 10;
+    let mut left = iterations;
+    let mut out = Vec::new();
+    while left > 0 {
+        out.push(left.min(RUN));
+        left -= left.min(RUN);
+    }
+    out
+}
+
+/// Samples of several figures, taken in turns (see [`rounds`]).
+pub struct Interleaved {
+    samples: Vec<Vec<Duration>>,
+}
+
+impl Interleaved {
+    pub fn new(figures: usize) -> Self {
+        Interleaved {
+            samples: vec![Vec::new(); figures],
+        }
+    }
+
+    pub fn push(&mut self, figure: usize, d: Duration) {
+        self.samples[figure].push(d);
+    }
+
+    pub fn median(&self, figure: usize) -> Duration {
+        let mut v = self.samples[figure].clone();
+        v.sort();
+        v[v.len() / 2]
+    }
+
+    pub fn summary(&self, figure: usize) -> crate::report::Value {
+        crate::report::Value::Latency(Summary::of(&self.samples[figure]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounds_add_up_to_the_iterations() {
+        assert_eq!(rounds(25), vec![10, 10, 5]);
+        assert_eq!(rounds(3), vec![3]);
+        assert!(rounds(0).is_empty());
+    }
 
     #[test]
     fn percentiles_of_a_known_series() {

@@ -47,7 +47,16 @@ pub struct RuntimeConfig {
     /// Fork inits from a zygote process (exec'd once) instead of exec'ing one per sandbox.
     /// Image sandboxes and starts while the zygote cannot run take the exec path regardless.
     pub zygote: bool,
+    /// Loopback-only network namespaces the zygote keeps made for sandboxes without egress
+    /// (at most [`MAX_READY_NETNS`]): making one on the start path costs a few hundred
+    /// microseconds of kernel work. The zygote refills them whenever it has been idle for a few
+    /// milliseconds, so this is the burst of back-to-back starts that finds one ready.
+    pub ready_netns: usize,
 }
+
+/// [`RuntimeConfig::ready_netns`] unless set otherwise.
+pub const DEFAULT_READY_NETNS: usize = 4;
+pub use zygote::MAX_READY_NETNS;
 
 impl RuntimeConfig {
     /// A configuration with sandpool's defaults for everything but the paths.
@@ -61,6 +70,7 @@ impl RuntimeConfig {
             cgroup_parent: "sandpool".into(),
             egress: None,
             zygote: true,
+            ready_netns: DEFAULT_READY_NETNS,
         }
     }
 }

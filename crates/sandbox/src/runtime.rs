@@ -190,7 +190,7 @@ impl Runtime {
                 }
             }
         }
-        let zygote = Zygote::new(&cfg.init_program, &cfg.init_args);
+        let zygote = Zygote::new(&cfg.init_program, &cfg.init_args, cfg.ready_netns);
         Ok(Runtime {
             inner: Arc::new(RtInner {
                 zygote,

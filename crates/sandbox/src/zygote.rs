@@ -43,8 +43,11 @@ const MAX_REQUEST: usize = 256 * 1024;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// After a failed zygote start, the exec path is used this long before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
-/// Loopback-only network namespaces the zygote keeps ready for sandboxes without egress.
-const NETNS_READY: usize = 4;
+/// Most loopback-only network namespaces a zygote keeps ready (each holds a little kernel
+/// memory: its loopback device, sysctl tables, sockets' hash tables).
+pub const MAX_READY_NETNS: usize = 256;
+/// How the runtime tells the zygote its [`crate::RuntimeConfig::ready_netns`].
+const READY_NETNS_ENV: &str = "SANDPOOL_READY_NETNS";
 /// How long the zygote must have been idle before it makes a namespace: right after a start it
 /// would compete for the CPU with the init it just forked.
 const IDLE_BEFORE_REFILL_MS: i32 = 3;
@@ -76,6 +79,7 @@ enum Reply {
 pub(crate) struct Zygote {
     program: PathBuf,
     args: Vec<OsString>,
+    ready_netns: usize,
     state: Mutex<State>,
 }
 
@@ -112,12 +116,13 @@ pub(crate) struct ZygotePlan<'a> {
 }
 
 impl Zygote {
-    pub fn new(program: &Path, init_args: &[OsString]) -> Zygote {
+    pub fn new(program: &Path, init_args: &[OsString], ready_netns: usize) -> Zygote {
         let mut args = init_args.to_vec();
         args.push(ZYGOTE_ARG.into());
         Zygote {
             program: program.to_path_buf(),
             args,
+            ready_netns: ready_netns.min(MAX_READY_NETNS),
             state: Mutex::new(State::default()),
         }
     }
@@ -241,6 +246,7 @@ impl Zygote {
                 "PATH",
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             )
+            .env(READY_NETNS_ENV, self.ready_netns.to_string())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
@@ -306,11 +312,15 @@ pub fn main() -> ! {
     let etc_template = crate::init::rootfs::prepare_etc_template().is_ok();
     // A failure here is reported by each init, which then compiles the filters itself.
     let _ = crate::seccomp::precompile();
+    let ready_target = std::env::var(READY_NETNS_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(crate::DEFAULT_READY_NETNS, |n| n.min(MAX_READY_NETNS));
     let mut ready: Vec<OwnedFd> = Vec::new();
     let mut buf = vec![0u8; MAX_REQUEST];
     loop {
         // Refilled between requests, one at a time, so a waiting request is not held up.
-        while ready.len() < NETNS_READY && !request_waiting(IDLE_BEFORE_REFILL_MS) {
+        while ready.len() < ready_target && !request_waiting(IDLE_BEFORE_REFILL_MS) {
             match loopback_netns(&own_netns) {
                 Ok(ns) => ready.push(ns),
                 Err(_) => break,

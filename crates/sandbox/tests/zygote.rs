@@ -165,3 +165,71 @@ async fn without_the_zygote_inits_are_exec_d_by_the_runtime() {
     })
     .await;
 }
+
+/// Network namespaces the zygote holds other than its own (the host's).
+fn ready_netns_of(zygote: i32) -> usize {
+    let host = std::fs::read_link("/proc/self/ns/net")
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    fd_links(zygote)
+        .into_iter()
+        .filter(|l| l.starts_with("net:[") && *l != host)
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
+async fn wait_ready_netns(zygote: i32, want: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let n = ready_netns_of(zygote);
+        if n == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the zygote holds {n} ready network namespaces, want {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_zygote_keeps_the_configured_number_of_network_namespaces_ready() {
+    for want in [0, 7] {
+        let mut env = env("zygote-netns");
+        env.cfg.ready_netns = want;
+        with_env(env, move |cfg, _| async move {
+            let rt = sandpool_sandbox::Runtime::new(cfg).await.unwrap();
+            let first = start(&rt).await;
+            let zygote = rt.zygote_pid().expect("zygote");
+            wait_ready_netns(zygote, want).await;
+            // A burst takes ready ones (or makes its own); every sandbox still gets a network
+            // namespace of its own, and the set is refilled afterwards.
+            let mut burst = Vec::new();
+            for _ in 0..3 {
+                burst.push(start(&rt).await);
+            }
+            let ns = |sb: &sandpool_sandbox::Sandbox| {
+                std::fs::read_link(format!("/proc/{}/ns/net", sb.init_pid())).unwrap()
+            };
+            let mut seen: Vec<_> = burst.iter().map(ns).collect();
+            seen.push(ns(&first));
+            seen.sort();
+            seen.dedup();
+            assert_eq!(seen.len(), 4, "sandboxes share a network namespace");
+            let (code, out, err) = sh(
+                &burst[2],
+                "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); \
+                 s.listen(); socket.create_connection(s.getsockname()); print(\"lo ok\")'",
+            )
+            .await;
+            assert_eq!((code, out.as_str()), (Some(0), "lo ok\n"), "{err}");
+            wait_ready_netns(zygote, want).await;
+            for sb in burst.into_iter().chain([first]) {
+                sb.destroy().await.unwrap();
+            }
+        })
+        .await;
+    }
+}
