@@ -26,6 +26,9 @@ use std::time::{Duration, SystemTime};
 pub use client::{Execution, FileStream, Sandbox};
 pub use report::{host_report, HostCheck, HostReport};
 pub use runtime::{Runtime, SweepReport};
+/// Syscall numbers every sandbox's seccomp filter refuses with EPERM (besides `clone` and
+/// `unshare` asking for a new user namespace).
+pub use seccomp::DENIED as DENIED_SYSCALLS;
 
 /// Configuration of a [`Runtime`].
 #[derive(Debug, Clone)]
