@@ -426,7 +426,10 @@ impl Runtime {
         };
         write_meta(dir, &meta)?;
 
-        let status = read_status(launched.status).await?;
+        // The listener was bound before the init started, so the connection is queued while
+        // the init finishes its setup; it is accepted as soon as the init serves.
+        let (status, conn) = tokio::join!(read_status(launched.status), Conn::connect(&sock));
+        let status = status?;
         if status != "OK" {
             let msg = status.strip_prefix("ERR ").unwrap_or(&status).to_string();
             return Err(SandboxError::Start(if msg.is_empty() {
@@ -435,7 +438,7 @@ impl Runtime {
                 msg
             }));
         }
-        let conn = Conn::connect(&sock).await?;
+        let conn = conn?;
         let parts = SandboxParts {
             rt: self.clone(),
             meta,

@@ -54,6 +54,12 @@ async fn host_files_are_invisible_and_system_dirs_read_only() {
             "echo b > /proc/sysrq-trigger".to_string(),
             "echo 1 > /proc/sys/kernel/panic".to_string(),
             "test -s /proc/kcore".to_string(),
+            "grep -q . /proc/kallsyms".to_string(),
+            "grep -q . /proc/timer_list".to_string(),
+            "grep -q . /proc/keys".to_string(),
+            "grep -q . /proc/key-users".to_string(),
+            "find /proc/acpi /proc/scsi -mindepth 1 2>/dev/null | grep -q .".to_string(),
+            "echo 1 > /proc/sys/vm/drop_caches".to_string(),
             "ls /sys/class/net".to_string(),
             "chroot / true && cd / && chroot . ls /oldroot".to_string(),
         ];

@@ -20,7 +20,20 @@ fn ctx<T>(what: impl std::fmt::Display, r: io::Result<T>) -> Result<T, String> {
 }
 
 fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> R {
-    let c = |s: &str| cstr(s).map_err(|e| e.to_string());
+    ctx(
+        format!("mount {fstype} {src} on {target}"),
+        mount_raw(src, target, fstype, flags, data),
+    )
+}
+
+fn mount_raw(
+    src: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> io::Result<()> {
+    let c = |s: &str| cstr(s).map_err(io::Error::other);
     let (src_c, tgt_c, fs_c, data_c) = (c(src)?, c(target)?, c(fstype)?, c(data)?);
     // SAFETY: valid NUL-terminated strings; null data/fstype where empty.
     let r = unsafe {
@@ -40,10 +53,16 @@ fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str
             },
         )
     };
-    ctx(
-        format!("mount {fstype} {src} on {target}"),
-        cvt(r).map(drop),
-    )
+    cvt(r).map(drop)
+}
+
+/// [`mount`] onto a target this kernel may not have (some `/proc` entries): a missing one is
+/// skipped. Trying beats checking first: one syscall instead of two on every start.
+fn mount_if_present(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> R {
+    match mount_raw(src, target, fstype, flags, data) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => Ok(()),
+        r => ctx(format!("mount {fstype} {src} on {target}"), r),
+    }
 }
 
 use crate::spawn::{MountAttr, AT_RECURSIVE, FD_IMAGE, MOUNT_ATTR_RDONLY};
@@ -92,11 +111,19 @@ fn bind(src: &str, target: &str, readonly: bool) -> R {
 }
 
 fn mkdir_p(p: &str, mode: u32) -> R {
-    if Path::new(p).is_dir() {
+    // mkdir first, and look only when it fails: most of these directories are new, and every
+    // extra syscall is paid on each start.
+    match std::fs::create_dir(p) {
+        Ok(()) => {}
         // Possibly an image's directory, owned by a uid we cannot map: leave it as it is.
-        return Ok(());
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && Path::new(p).is_dir() => {
+            return Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            ctx(format!("mkdir {p}"), std::fs::create_dir_all(p))?;
+        }
+        Err(e) => return Err(format!("mkdir {p}: {e}")),
     }
-    ctx(format!("mkdir {p}"), std::fs::create_dir_all(p))?;
     ctx(
         format!("chmod {p}"),
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)),
@@ -151,10 +178,13 @@ fn mirror_from(src: &str, new: &str) -> R {
 
 /// Names of the synthetic `/etc` files (see [`synthetic_etc`]).
 const SYNTHETIC_ETC: &[&str] = &["passwd", "group", "hosts", "hostname", "resolv.conf"];
+/// Where a host-rooted sandbox's synthetic `/etc` files are, on its own root tmpfs: its `/etc`
+/// (shared, read-only) links there, so writing them takes no bind per file.
+const SYNTHETIC_DIR: &str = "/run/sandpool/etc";
 
 /// Run by the zygote in a mount namespace of its own: covers its `/etc` with a read-only tmpfs
-/// holding just what a sandbox's `/etc` gets (binds of [`ETC_ENTRIES`], empty files to bind the
-/// synthetic ones on). Each forked init then binds it with one recursive bind instead of
+/// holding just what a sandbox's `/etc` gets (binds of [`ETC_ENTRIES`], links to the synthetic
+/// files in [`SYNTHETIC_DIR`]). Each forked init then binds it with one recursive bind instead of
 /// ~30 binds of single entries. The zygote itself reads nothing from `/etc`.
 pub(crate) fn prepare_etc_template() -> R {
     // SAFETY: unshare of this (only) thread's mount namespace.
@@ -193,7 +223,12 @@ fn fill_etc(src: &str, dst: &str) -> R {
         mirror_from(&format!("{src}/{e}"), &format!("{dst}/{e}"))?;
     }
     for name in SYNTHETIC_ETC {
-        touch(&format!("{dst}/{name}"))?;
+        let link = format!("{dst}/{name}");
+        ctx(
+            format!("symlink {link}"),
+            // Relative, so the files API (which resolves beneath the root) follows it too.
+            symlink(format!("..{SYNTHETIC_DIR}/{name}"), &link),
+        )?;
     }
     Ok(())
 }
@@ -334,19 +369,29 @@ pub fn setup(cfg: &InitConfig) -> R {
         }
     };
 
-    // Synthetic /etc files, written on the scratch root and bound in, so they work the same on
-    // an overlay whose /etc belongs to a uid the sandbox cannot map.
-    mkdir_p("/synth", 0o755)?;
-    for (name, content) in synthetic_etc(cfg) {
-        let src = format!("/synth/{name}");
-        ctx(format!("write {src}"), std::fs::write(&src, content))?;
-        let dst = format!("{root}/etc/{name}");
-        // A host-rooted sandbox's /etc is read-only and already has the file to bind on.
-        if !matches!(cfg.rootfs, RootFs::Host) {
-            let _ = std::fs::remove_file(&dst);
-            touch(&dst)?;
+    // Synthetic /etc files. A host-rooted sandbox's /etc links to them on its root tmpfs. An
+    // image's /etc gets them written on the scratch root and bound in, so they work the same
+    // when it belongs to a uid the sandbox cannot map.
+    match cfg.rootfs {
+        RootFs::Host => {
+            let dir = format!("{root}{SYNTHETIC_DIR}");
+            mkdir_p(&dir, 0o755)?;
+            for (name, content) in synthetic_etc(cfg) {
+                let path = format!("{dir}/{name}");
+                ctx(format!("write {path}"), std::fs::write(&path, content))?;
+            }
         }
-        bind(&src, &dst, false)?;
+        RootFs::Image(_) => {
+            mkdir_p("/synth", 0o755)?;
+            for (name, content) in synthetic_etc(cfg) {
+                let src = format!("/synth/{name}");
+                ctx(format!("write {src}"), std::fs::write(&src, content))?;
+                let dst = format!("{root}/etc/{name}");
+                let _ = std::fs::remove_file(&dst);
+                touch(&dst)?;
+                bind(&src, &dst, false)?;
+            }
+        }
     }
 
     let l = &cfg.limits;
@@ -475,20 +520,20 @@ fn setup_proc(root: &str) -> R {
     )?;
     for f in PROC_MASKED_FILES {
         let p = format!("{proc_}/{f}");
-        if Path::new(&p).exists() {
-            bind(&format!("{root}/dev/null"), &p, false)?;
-        }
+        mount_if_present(&format!("{root}/dev/null"), &p, "", libc::MS_BIND, "")?;
     }
     for d in PROC_MASKED_DIRS {
         let p = format!("{proc_}/{d}");
-        if Path::new(&p).is_dir() {
-            mount("tmpfs", &p, "tmpfs", libc::MS_RDONLY, "size=0")?;
-        }
+        mount_if_present("tmpfs", &p, "tmpfs", libc::MS_RDONLY, "size=0")?;
     }
     for d in PROC_READONLY {
         let p = format!("{proc_}/{d}");
-        if Path::new(&p).exists() {
-            bind(&p, &p, true)?;
+        match mount_raw(&p, &p, "", libc::MS_BIND | libc::MS_REC, "") {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            r => {
+                ctx(format!("bind {p}"), r)?;
+                make_readonly(&p)?;
+            }
         }
     }
     Ok(())
