@@ -304,6 +304,8 @@ fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 pub fn main() -> ! {
     // SAFETY: children are reaped by the kernel; nothing here waits for them.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    // Forked inits inherit these dispositions, and the note of them their commands' children use.
+    crate::init::command::note_signal_dispositions();
     let own_netns =
         match std::fs::File::open("/proc/self/ns/net").and_then(|f| sys::dup_above(&f, 10)) {
             Ok(f) => f,

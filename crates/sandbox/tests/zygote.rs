@@ -78,6 +78,9 @@ async fn inits_are_forked_by_the_zygote_and_hold_nothing_of_it() {
         let (code, out, _) = sh(&sb, "id -u; echo $$; cat /etc/shadow 2>/dev/null; true").await;
         assert_eq!((code, out.as_str()), (Some(0), "0\n2\n"));
         check_etc(&sb).await;
+        assert_default_signal_dispositions(&sb).await;
+        // Again, now that the init has started a command before.
+        assert_default_signal_dispositions(&sb).await;
         // The /etc template lives in the zygote's own mount namespace, not in the host's.
         let etc_tmpfs = |pid: &str| {
             std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
@@ -159,6 +162,7 @@ async fn without_the_zygote_inits_are_exec_d_by_the_runtime() {
         assert_eq!(rt.zygote_pid(), None);
         assert_eq!(ppid(sb.init_pid()), Some(std::process::id() as i32));
         check_etc(&sb).await;
+        assert_default_signal_dispositions(&sb).await;
         let (code, out, _) = sh(&sb, "echo ok").await;
         assert_eq!((code, out.as_str()), (Some(0), "ok\n"));
         sb.destroy().await.unwrap();

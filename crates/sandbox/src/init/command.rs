@@ -7,13 +7,60 @@
 //!
 //! The child runs on its own small stack and only makes plain syscalls on data prepared before
 //! the clone. Signals stay blocked in the parent while the child shares its memory, and the
-//! child resets every signal disposition to its default before unblocking, so no handler of the
-//! init ever runs on the shared memory.
+//! child resets every signal disposition that is not the default before unblocking, so no
+//! handler of the init ever runs on the shared memory. Which ones those are is noted once
+//! ([`note_signal_dispositions`]): asking the kernel about all 64 in every child was ≈60 syscalls
+//! per command.
 
 use crate::sys::cstr;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Signals (bit `n - 1` for signal `n`) whose disposition was not the default when noted.
+static NON_DEFAULT: AtomicU64 = AtomicU64::new(0);
+static NOTED: AtomicBool = AtomicBool::new(false);
+
+/// Notes which signals are ignored or handled in this process. Call where the dispositions are
+/// settled and before the process forks inits (the zygote) or serves (an exec'd init); a forked
+/// init inherits the note with the dispositions. A handler installed later must be added with
+/// [`note_handler`]; until anything is noted, children ask the kernel about every signal.
+pub fn note_signal_dispositions() {
+    let mut mask = 0u64;
+    for sig in 1..=64 {
+        if let Some(true) = non_default(sig) {
+            mask |= 1 << (sig - 1);
+        }
+    }
+    NON_DEFAULT.fetch_or(mask, Ordering::Relaxed);
+    NOTED.store(true, Ordering::Release);
+}
+
+/// Adds a signal this process installed a handler for after [`note_signal_dispositions`].
+pub fn note_handler(sig: libc::c_int) {
+    if (1..=64).contains(&sig) {
+        NON_DEFAULT.fetch_or(1 << (sig - 1), Ordering::Relaxed);
+    }
+}
+
+/// Whether `sig` has a handler or is ignored; `None` for signals the kernel does not let us
+/// ask about (SIGKILL, SIGSTOP).
+fn non_default(sig: libc::c_int) -> Option<bool> {
+    let mut sa = KernelSigaction::default();
+    // SAFETY: raw rt_sigaction query into a kernel-layout struct (glibc's wrapper refuses the
+    // signals it reserves for itself).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            std::ptr::null::<KernelSigaction>(),
+            &mut sa as *mut KernelSigaction,
+            8usize,
+        )
+    };
+    (r == 0).then_some(sa.handler != libc::SIG_DFL)
+}
 
 /// What to start: `argv[0]` with `argv` and exactly `envp`, in its own process group.
 pub struct Spawn {
@@ -128,19 +175,18 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         // Handlers point into the init's code: back to defaults before anything is unblocked.
         // Ignored signals would survive exec; commands start with every disposition at its
         // default. Raw rt_sigaction: glibc's wrapper refuses the signals it reserves.
+        let noted = NOTED.load(Ordering::Acquire);
+        let mask = NON_DEFAULT.load(Ordering::Relaxed);
         for sig in 1..=64 {
             if sig == libc::SIGKILL || sig == libc::SIGSTOP {
                 continue;
             }
-            let mut sa = KernelSigaction::default();
-            let r = libc::syscall(
-                libc::SYS_rt_sigaction,
-                sig,
-                std::ptr::null::<KernelSigaction>(),
-                &mut sa as *mut KernelSigaction,
-                8usize,
-            );
-            if r == 0 && sa.handler != libc::SIG_DFL {
+            let reset = if noted {
+                mask & (1 << (sig - 1)) != 0
+            } else {
+                non_default(sig) == Some(true)
+            };
+            if reset {
                 let dfl = KernelSigaction::default();
                 libc::syscall(
                     libc::SYS_rt_sigaction,

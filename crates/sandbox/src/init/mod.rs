@@ -5,7 +5,7 @@
 //! the control socket the runtime bound for it (fd 3) on a single-threaded event loop.
 //! Setup errors go to the status pipe (fd 4) so the runtime can report them.
 
-mod command;
+pub(crate) mod command;
 mod files;
 pub(crate) mod rootfs;
 mod serve;
@@ -54,6 +54,7 @@ pub fn main() -> ! {
             std::process::exit(2);
         }
     };
+    command::note_signal_dispositions();
     run(cfg)
 }
 

@@ -57,6 +57,7 @@ async fn serve(cfg: InitConfig) {
     else {
         std::process::exit(4)
     };
+    command::note_handler(libc::SIGCHLD);
     let reaper = shared.clone();
     tokio::task::spawn_local(async move {
         loop {

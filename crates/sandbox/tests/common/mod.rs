@@ -98,3 +98,20 @@ pub async fn sh(sb: &Sandbox, cmd: &str) -> (Option<i32>, String, String) {
     let o = run(sb, cmd).await;
     (o.outcome.exit_code, text(&o.stdout), text(&o.stderr))
 }
+
+/// A command starts with every signal disposition at its default, whatever the init ignores or
+/// handles (SIGPIPE is ignored by the Rust runtime, SIGCHLD handled by the init).
+#[allow(dead_code)]
+pub async fn assert_default_signal_dispositions(sb: &Sandbox) {
+    // cat reads its own status (grep would show its own SIGSEGV handler).
+    let (code, out, err) = sh(sb, "cat /proc/self/status").await;
+    assert_eq!(code, Some(0), "{err}");
+    let sig: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("SigIgn:") || l.starts_with("SigCgt:"))
+        .collect();
+    assert_eq!(
+        sig,
+        ["SigIgn:\t0000000000000000", "SigCgt:\t0000000000000000"]
+    );
+}
