@@ -93,6 +93,27 @@ async fn inits_are_forked_by_the_zygote_and_hold_nothing_of_it() {
             "no /etc template in the zygote"
         );
         assert!(!etc_tmpfs("self"), "the /etc template leaked into the host");
+        // One mount, copied from the host: nothing is mounted below it, in the zygote or in a
+        // sandbox, and host secrets under it are left out.
+        let below_etc = |pid: &str| {
+            std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| {
+                    l.split(' ')
+                        .nth(4)
+                        .is_some_and(|m| m.starts_with("/etc/"))
+                })
+                .count()
+        };
+        assert_eq!(below_etc(&zygote.to_string()), 0);
+        assert_eq!(below_etc(&sb.init_pid().to_string()), 0);
+        let (code, out, _) = sh(
+            &sb,
+            "test -e /etc/ssl/private || echo no-private; test -s /etc/ssl/certs/ca-certificates.crt && echo certs",
+        )
+        .await;
+        assert_eq!((code, out.as_str()), (Some(0), "no-private\ncerts\n"));
 
         // Network namespaces come from the zygote's ready set: each sandbox its own, with a
         // working loopback, none shared with the host.

@@ -10,7 +10,7 @@ use crate::sys::{cstr, cvt};
 use crate::{seccomp, RootFs};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 type R = Result<(), String>;
@@ -183,9 +183,13 @@ const SYNTHETIC_ETC: &[&str] = &["passwd", "group", "hosts", "hostname", "resolv
 const SYNTHETIC_DIR: &str = "/run/sandpool/etc";
 
 /// Run by the zygote in a mount namespace of its own: covers its `/etc` with a read-only tmpfs
-/// holding just what a sandbox's `/etc` gets (binds of [`ETC_ENTRIES`], links to the synthetic
-/// files in [`SYNTHETIC_DIR`]). Each forked init then binds it with one recursive bind instead of
-/// ~30 binds of single entries. The zygote itself reads nothing from `/etc`.
+/// holding just what a sandbox's `/etc` gets (copies of [`ETC_ENTRIES`], links to the synthetic
+/// files in [`SYNTHETIC_DIR`]). Each forked init then binds it whole instead of ~30 binds of
+/// single entries. Copies rather than binds keep the template one mount: every mount in the
+/// zygote's namespace is copied into each sandbox's (by the clone, the bind, and the detach of
+/// the old root), ≈0.2 ms per start for the ~30 binds. The copy is as fresh as the zygote (a new
+/// runtime makes a new one); `ssl/private` is left out. The zygote itself reads nothing from
+/// `/etc`.
 pub(crate) fn prepare_etc_template() -> R {
     // SAFETY: unshare of this (only) thread's mount namespace.
     ctx(
@@ -206,9 +210,9 @@ pub(crate) fn prepare_etc_template() -> R {
         "/etc",
         "tmpfs",
         libc::MS_NOSUID | libc::MS_NODEV,
-        "size=1m,mode=0755",
+        "size=16m,mode=0755",
     )?;
-    let filled = fill_etc(&format!("/proc/self/fd/{}", host.as_raw_fd()), "/etc")
+    let filled = fill_etc(&format!("/proc/self/fd/{}", host.as_raw_fd()), "/etc", true)
         .and_then(|()| make_readonly("/etc"));
     if filled.is_err() {
         // SAFETY: detaching the tmpfs we just mounted; the host's /etc shows again.
@@ -217,10 +221,16 @@ pub(crate) fn prepare_etc_template() -> R {
     filled
 }
 
-/// Fills the (fresh tmpfs) `dst` with the entries of a sandbox's `/etc` from the host's `src`.
-fn fill_etc(src: &str, dst: &str) -> R {
+/// Fills the (fresh tmpfs) `dst` with the entries of a sandbox's `/etc` from the host's `src`:
+/// copies when `copy`, else binds.
+fn fill_etc(src: &str, dst: &str, copy: bool) -> R {
     for e in ETC_ENTRIES {
-        mirror_from(&format!("{src}/{e}"), &format!("{dst}/{e}"))?;
+        let (from, to) = (format!("{src}/{e}"), format!("{dst}/{e}"));
+        if copy {
+            copy_tree(Path::new(&from), Path::new(&to), 0)?;
+        } else {
+            mirror_from(&from, &to)?;
+        }
     }
     for name in SYNTHETIC_ETC {
         let link = format!("{dst}/{name}");
@@ -231,6 +241,42 @@ fn fill_etc(src: &str, dst: &str) -> R {
         )?;
     }
     Ok(())
+}
+
+/// Host `/etc` entries never copied into a template, whichever entry they are under.
+const ETC_SECRET: &[&str] = &["private"];
+/// Deeper than any `/etc` tree a userland ships; a guard, not a limit one should meet.
+const COPY_DEPTH: usize = 12;
+
+/// Copies `src` to `dst`: directories, regular files and symlinks (as links, never followed),
+/// with their permission bits; anything else, and a missing `src`, is skipped.
+fn copy_tree(src: &Path, dst: &Path, depth: usize) -> R {
+    let Ok(meta) = std::fs::symlink_metadata(src) else {
+        return Ok(());
+    };
+    let what = |op: &str| format!("{op} {}", dst.display());
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        let target = ctx(what("readlink"), std::fs::read_link(src))?;
+        ctx(what("symlink"), symlink(target, dst))
+    } else if kind.is_file() {
+        ctx(what("copy"), std::fs::copy(src, dst)).map(drop)
+    } else if kind.is_dir() && depth < COPY_DEPTH {
+        ctx(what("mkdir"), std::fs::create_dir(dst))?;
+        for entry in ctx(what("read"), std::fs::read_dir(src))? {
+            let entry = ctx(what("read"), entry)?;
+            if ETC_SECRET.iter().any(|s| entry.file_name() == *s) {
+                continue;
+            }
+            copy_tree(&entry.path(), &dst.join(entry.file_name()), depth + 1)?;
+        }
+        ctx(
+            what("chmod"),
+            std::fs::set_permissions(dst, std::fs::Permissions::from_mode(meta.mode() & 0o7777)),
+        )
+    } else {
+        Ok(())
+    }
 }
 
 const SYSTEM_DIRS: &[&str] = &[
@@ -326,7 +372,7 @@ pub fn setup(cfg: &InitConfig) -> R {
                 bind("/oldroot/etc", "/newroot/etc", false)?;
             } else {
                 tmpfs("/newroot/etc", 1 << 20, "0755")?;
-                fill_etc("/oldroot/etc", "/newroot/etc")?;
+                fill_etc("/oldroot/etc", "/newroot/etc", false)?;
             }
             // Two calls instead of one per bind: everything read-only, then the root's own
             // tmpfs writable again (its directories, not the binds on them).
