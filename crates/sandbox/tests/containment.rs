@@ -50,6 +50,27 @@ async fn memory_hog_is_oom_killed_and_reported() {
         assert!(sb.stats().await.unwrap().oom_kills >= 1);
         let (_, adj, _) = sh(&sb, "cat /proc/self/oom_score_adj").await;
         assert_eq!(adj.trim(), "0", "commands must stay OOM-killable");
+        // The init keeps its exemption where the host lets the runtime set one (this needs
+        // CAP_SYS_RESOURCE, which some container hosts withhold even from root).
+        let caps = std::fs::read_to_string("/proc/self/status").unwrap();
+        let eff = caps
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap();
+        let init_adj =
+            std::fs::read_to_string(format!("/proc/{}/oom_score_adj", sb.init_pid())).unwrap();
+        const CAP_SYS_RESOURCE: u32 = 24;
+        let want = if eff & (1 << CAP_SYS_RESOURCE) != 0 {
+            "-1000"
+        } else {
+            "0"
+        };
+        assert_eq!(
+            init_adj.trim(),
+            want,
+            "the init's OOM exemption after commands ran"
+        );
         // The sandbox (and its init) survive.
         assert_eq!(sh(&sb, "echo alive").await.1, "alive\n");
         let o = run(&sb, "echo fine").await;

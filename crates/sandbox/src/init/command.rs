@@ -224,15 +224,9 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         if libc::chdir(c.cwd) != 0 {
             fail(c);
         }
-        // The init is exempt from the OOM killer; its commands must not be.
-        let fd = libc::open(
-            c"/proc/self/oom_score_adj".as_ptr(),
-            libc::O_WRONLY | libc::O_CLOEXEC,
-        );
-        if fd >= 0 {
-            libc::write(fd, b"0".as_ptr().cast(), 1);
-            libc::close(fd);
-        }
+        // No OOM adjustment here: this child shares the init's memory until it execs, and the
+        // kernel applies an oom_score_adj write to every process sharing the memory, so the init
+        // would lose its exemption. The init resets the command's once it has exec'd.
         libc::execve(*c.argv, c.argv, c.envp);
         fail(c)
     }
