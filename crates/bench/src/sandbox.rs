@@ -105,7 +105,17 @@ pub async fn run(iterations: usize, density: usize) -> Result<Report> {
         ready_slots: iterations.min(100),
         ..Default::default()
     };
-    let report = measure(&state, &cgroup_parent, &net, iterations, density).await;
+    let config = runtime_config(&state, &cgroup_parent, &net)?;
+    let report = measure(config.clone(), &net, iterations, density).await;
+    // Whatever a failed figure left running (its sandboxes, their cgroups and slots) goes too.
+    match Runtime::new(config).await {
+        Ok(runtime) => {
+            if let Err(e) = runtime.sweep(&|_| false).await {
+                eprintln!("removing the bench's sandboxes: {e}");
+            }
+        }
+        Err(e) => eprintln!("removing the bench's sandboxes: {e}"),
+    }
     if let Err(e) = sandpool_net::NetPool::teardown_host(&net).await {
         eprintln!("removing the bench's bridge: {e}");
     }
@@ -117,13 +127,11 @@ pub async fn run(iterations: usize, density: usize) -> Result<Report> {
     report
 }
 
-async fn measure(
+fn runtime_config(
     state: &tempfile::TempDir,
     cgroup_parent: &str,
     net: &sandpool_net::NetConfig,
-    iterations: usize,
-    density: usize,
-) -> Result<Report> {
+) -> Result<RuntimeConfig> {
     let exe = std::env::current_exe()?;
     let mut config = RuntimeConfig::new(state.path().join("sandboxes"), exe);
     config.init_args = vec!["__sandbox-init".into()];
@@ -132,6 +140,15 @@ async fn measure(
     // Like the egress slots, the zygote's loopback namespaces are sized to the burst of starts
     // below (see docs/benchmarks.md); the default keeps 4.
     config.ready_netns = net.ready_slots;
+    Ok(config)
+}
+
+async fn measure(
+    config: RuntimeConfig,
+    net: &sandpool_net::NetConfig,
+    iterations: usize,
+    density: usize,
+) -> Result<Report> {
     let runtime = Runtime::new(config).await?;
     let mut report = Report::default();
     // Both pools fill in the background; let them finish before anything is timed. The zygote

@@ -9,26 +9,32 @@ use std::time::{Duration, Instant};
 
 const BENCH: &str = env!("CARGO_BIN_EXE_sandpool-bench");
 
-/// The cgroup directories (any hierarchy) of the run of bench process `pid`.
+/// The cgroup directories (any hierarchy) of the full-stack run of bench process `pid`.
 fn run_cgroups(pid: u32) -> Vec<PathBuf> {
-    let name = format!("sandpool-bench-stack-{pid}");
+    cgroups_named(&format!("sandpool-bench-stack-{pid}"))
+}
+
+fn cgroups_named(name: &str) -> Vec<PathBuf> {
     std::fs::read_dir("/sys/fs/cgroup")
         .map(|d| {
             d.flatten()
-                .map(|e| e.path().join(&name))
+                .map(|e| e.path().join(name))
                 .filter(|p| p.exists())
                 .collect()
         })
         .unwrap_or_default()
 }
 
-/// Processes in a cgroup of the run of bench process `pid`.
+/// Processes in a cgroup of the full-stack run of bench process `pid`.
 fn run_processes(pid: u32) -> Vec<String> {
-    let needle = format!("/sandpool-bench-stack-{pid}/");
+    processes_in(&format!("/sandpool-bench-stack-{pid}/"))
+}
+
+fn processes_in(needle: &str) -> Vec<String> {
     let mut found = Vec::new();
     for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         if let Ok(cgroups) = std::fs::read_to_string(p.path().join("cgroup")) {
-            if cgroups.contains(&needle) {
+            if cgroups.contains(needle) {
                 found.push(p.file_name().to_string_lossy().into_owned());
             }
         }
@@ -171,4 +177,40 @@ fn an_interrupted_run_removes_its_sandboxes() {
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert_eq!(run_cgroups(pid), Vec::<PathBuf>::new(), "{stderr}");
     assert_eq!(run_processes(pid), Vec::<String>::new(), "{stderr}");
+}
+
+#[test]
+fn the_runtime_figures_are_measured_and_nothing_is_left() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("results.json");
+    let child = Command::new(BENCH)
+        .args(["--iterations", "3", "--json"])
+        .arg(&json)
+        .args(["sandbox", "--density", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the bench");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("bench output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("results")).expect("json");
+    let figures: Vec<&str> = report["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["figure"].as_str())
+        .collect();
+    for want in [
+        "cold start to first exit (no egress)",
+        "cold start to first exit (egress slot)",
+        "warm exec round trip (`true`)",
+    ] {
+        assert!(figures.contains(&want), "{want} missing from {figures:?}");
+    }
+    let parent = format!("sandpool-bench-{pid}");
+    assert_eq!(cgroups_named(&parent), Vec::<PathBuf>::new(), "{stderr}");
+    assert_eq!(processes_in(&format!("/{parent}/")), Vec::<String>::new());
 }
