@@ -433,6 +433,8 @@ async fn run(
 /// Work for [`save_loop`].
 pub(crate) enum SaveJob {
     Record(Box<ToSave>),
+    /// A session's restart-proof idle clock, written unless the session has ended meanwhile.
+    Session(Arc<Inner>, Arc<SessionEntry>, Box<crate::SessionRecord>),
     /// Answered once every record queued before it is stored.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -452,12 +454,14 @@ const SAVE_BATCH_BYTES: usize = 4 << 20;
 
 /// Stores synchronous executions' results in batches: under load, executions end close
 /// together, and one statement per batch replaces a commit per execution (which on SQLite also
-/// means writers queueing on its one write lock).
+/// means writers queueing on its one write lock). Also writes the sessions' idle clocks that
+/// requests found due, so no request waits for one.
 pub(crate) async fn save_loop(
     store: Arc<dyn crate::SessionStore>,
     mut jobs: mpsc::UnboundedReceiver<SaveJob>,
 ) {
     let mut batch: Vec<Box<ToSave>> = Vec::new();
+    let mut sessions = Vec::new();
     let mut flushes = Vec::new();
     while let Some(first) = jobs.recv().await {
         let mut next = Some(first);
@@ -468,6 +472,7 @@ pub(crate) async fn save_loop(
                     bytes += f.record.stdout.len() + f.record.stderr.len() + f.record.command.len();
                     batch.push(f);
                 }
+                SaveJob::Session(inner, entry, record) => sessions.push((inner, entry, record)),
                 SaveJob::Flush(tx) => flushes.push(tx),
             }
             if batch.len() < SAVE_BATCH && bytes < SAVE_BATCH_BYTES {
@@ -490,6 +495,11 @@ pub(crate) async fn save_loop(
         for f in batch.drain(..) {
             drop(f.unsaved);
             f.in_use.end().await;
+        }
+        for (inner, entry, record) in sessions.drain(..) {
+            if inner.is_bound(&entry) {
+                inner.persist(Some(*record)).await;
+            }
         }
         for tx in flushes.drain(..) {
             let _ = tx.send(());

@@ -502,7 +502,9 @@ impl PoolManager {
         loop {
             match self.acquire_step(key, identifier)? {
                 Step::Existing(session, persist) => {
-                    self.inner.persist(persist).await;
+                    if let Some(record) = persist {
+                        self.inner.persist_soon(&session.entry, record);
+                    }
                     return Ok(session);
                 }
                 Step::AfterEnd(mut rx) => {
@@ -800,7 +802,16 @@ impl Inner {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    async fn persist(&self, record: Option<SessionRecord>) {
+    /// Hands a due idle-clock write to the saver: a session used after more than
+    /// `persist_touch_interval` (every request, when requests spread over many sessions) would
+    /// otherwise wait for a store write before its command runs.
+    fn persist_soon(self: &Arc<Self>, entry: &Arc<SessionEntry>, record: SessionRecord) {
+        let job = crate::exec::SaveJob::Session(self.clone(), entry.clone(), Box::new(record));
+        // Refused only once the manager is going away; the clock is best effort.
+        let _ = self.saver.send(job);
+    }
+
+    pub(crate) async fn persist(&self, record: Option<SessionRecord>) {
         if let Some(r) = record {
             if let Err(e) = self.store.upsert_session(&r).await {
                 // The session itself is fine; only its restart-proof idle clock is stale.

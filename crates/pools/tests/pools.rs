@@ -411,6 +411,47 @@ async fn sync_execution_is_readable_while_running_and_stored_once_ended() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_used_session_s_idle_clock_reaches_the_store() {
+    let config = ManagerConfig {
+        persist_touch_interval: Duration::from_millis(100),
+        ..fast_config()
+    };
+    with_manager_config("clock", config, |fx| async move {
+        let (m, key) = (&fx.manager, &fx.key);
+        m.upsert_pool(key.clone(), settings(2, 0, timed(300)))
+            .await
+            .expect("pool");
+        let s = m.acquire(key, "ticking").await.expect("acquire");
+        run(m, &s, "true").await;
+        let stored = |store: std::sync::Arc<sandpool_pools::MemoryStore>| async move {
+            store
+                .list_sessions()
+                .await
+                .expect("list")
+                .into_iter()
+                .find(|r| r.identifier == "ticking")
+                .map(|r| r.last_accessed_at)
+        };
+        let first = stored(fx.store.clone()).await.expect("stored at creation");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A request after the interval: the clock is written (by the saver, after the request).
+        m.acquire(key, "ticking").await.expect("acquire again");
+        eventually("the newer clock is stored", || {
+            let store = fx.store.clone();
+            async move { stored(store).await.is_some_and(|t| t > first) }
+        })
+        .await;
+        // A deleted session is not written back by a late clock.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        m.acquire(key, "ticking").await.expect("acquire");
+        assert!(m.delete_session(key, "ticking").await.expect("delete"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(stored(fx.store.clone()).await, None);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_kills_the_command_and_its_children() {
     with_manager("timeout", |fx| async move {
         let (m, key) = (&fx.manager, &fx.key);
