@@ -36,6 +36,26 @@ fn fd_links(pid: i32) -> Vec<String> {
 /// What a host-rooted sandbox's /etc must look like, whichever way its init was started:
 /// read-only, the listed host entries, synthetic identity files, nothing secret.
 async fn check_etc(sb: &sandpool_sandbox::Sandbox) {
+    // The synthetic files are root's to change, everyone's to read; dirs made during setup keep
+    // their modes; commands get the host process's umask back.
+    let umask = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_string()))
+        .unwrap();
+    let (code, out, err) = sh(
+        sb,
+        "stat -Lc %a /etc/passwd /etc/hosts; stat -c %a /tmp /root /var/tmp /mnt/data; umask",
+    )
+    .await;
+    assert_eq!(
+        (code, out),
+        (
+            Some(0),
+            format!("644\n644\n1777\n700\n1777\n755\n{umask}\n")
+        ),
+        "{err}"
+    );
     let (code, out, err) = sh(
         sb,
         "test -s /etc/ld.so.cache && echo cache; cat /etc/hostname; grep -c . /etc/passwd; \
