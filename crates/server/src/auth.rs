@@ -24,6 +24,7 @@ use sandpool_auth::{
 };
 use serde_json::{json, Value};
 use sqlx::Row;
+use std::collections::HashMap;
 
 /// The auth engine as the server runs it.
 pub type ServerAuth = sandpool_auth::Auth<AuthTables>;
@@ -43,19 +44,101 @@ const IDENTITY_TYPE_KEY: &str = "microsoft.managedidentity/userassignedidentitie
 pub const SECRET_HASH: &str = "clientSecretHash";
 
 /// [`AuthStore`] over the server's `resources` and `secrets` tables.
+///
+/// Every request asks for its principal's role assignments and whether it still exists: two
+/// store reads. The answers are remembered per principal until this process commits any
+/// resource write ([`Store::writes`]), so a revocation or deletion made through this server
+/// applies to the very next request, or for [`DECISION_TTL`] at most: another server sharing a
+/// PostgreSQL database changes rows this process does not see being written.
 #[derive(Debug, Clone)]
 pub struct AuthTables {
     store: Store,
+    decisions: std::sync::Arc<std::sync::Mutex<HashMap<String, Decision>>>,
+}
+
+/// How long a remembered answer may be used without a write of this process invalidating it.
+pub const DECISION_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Principals remembered at most (the map starts over when full).
+const DECISIONS_MAX: usize = 4096;
+
+#[derive(Debug, Default)]
+struct Decision {
+    assignments: Option<(u64, std::time::Instant, Vec<RoleAssignment>)>,
+    active: Option<(u64, std::time::Instant, bool)>,
+}
+
+fn fresh(writes: u64, at: std::time::Instant, now_writes: u64) -> bool {
+    writes == now_writes && at.elapsed() < DECISION_TTL
 }
 
 impl AuthTables {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            decisions: Default::default(),
+        }
+    }
+
+    fn decisions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Decision>> {
+        // Plain data: a panic while holding the lock leaves nothing half-done.
+        self.decisions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remember(&self, principal: String, update: impl FnOnce(&mut Decision)) {
+        let mut map = self.decisions();
+        if map.len() >= DECISIONS_MAX && !map.contains_key(&principal) {
+            map.clear();
+        }
+        update(map.entry(principal).or_default());
     }
 }
 
 impl AuthStore for AuthTables {
     async fn role_assignments_for(
+        &self,
+        principal_id: &str,
+    ) -> Result<Vec<RoleAssignment>, StoreError> {
+        let key = principal_id.to_lowercase();
+        let writes = self.store.writes();
+        if let Some((w, at, list)) = self
+            .decisions()
+            .get(&key)
+            .and_then(|d| d.assignments.as_ref())
+        {
+            if fresh(*w, *at, writes) {
+                return Ok(list.clone());
+            }
+        }
+        let list = self.read_role_assignments(&key).await?;
+        let at = std::time::Instant::now();
+        self.remember(key, |d| d.assignments = Some((writes, at, list.clone())));
+        Ok(list)
+    }
+
+    async fn principal_active(&self, principal_id: &str) -> Result<bool, StoreError> {
+        let key = principal_id.to_lowercase();
+        let writes = self.store.writes();
+        if let Some((w, at, active)) = self.decisions().get(&key).and_then(|d| d.active) {
+            if fresh(w, at, writes) {
+                return Ok(active);
+            }
+        }
+        let active = self.read_principal_active(&key).await?;
+        let at = std::time::Instant::now();
+        self.remember(key, |d| d.active = Some((writes, at, active)));
+        Ok(active)
+    }
+
+    async fn client_credential(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<ClientCredential>, StoreError> {
+        self.read_client_credential(client_id).await
+    }
+}
+
+impl AuthTables {
+    async fn read_role_assignments(
         &self,
         principal_id: &str,
     ) -> Result<Vec<RoleAssignment>, StoreError> {
@@ -82,7 +165,7 @@ impl AuthStore for AuthTables {
         Ok(out)
     }
 
-    async fn principal_active(&self, principal_id: &str) -> Result<bool, StoreError> {
+    async fn read_principal_active(&self, principal_id: &str) -> Result<bool, StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*) FROM resources WHERE principal_key = $1 AND type_key = $2",
         )
@@ -94,7 +177,7 @@ impl AuthStore for AuthTables {
         Ok(n > 0)
     }
 
-    async fn client_credential(
+    async fn read_client_credential(
         &self,
         client_id: &str,
     ) -> Result<Option<ClientCredential>, StoreError> {
@@ -283,6 +366,7 @@ pub async fn index_resource(s: &AppState, id: &str, body: &Value) -> HttpResult<
         .execute(s.store.pool())
         .await
         .map_err(anyhow::Error::from)?;
+    s.store.note_write();
     Ok(())
 }
 
@@ -299,6 +383,7 @@ pub async fn identity_deleted(s: &AppState, identity: &StoredResource) -> HttpRe
         .await
         .map_err(anyhow::Error::from)?
         .rows_affected();
+    s.store.note_write();
     tracing::info!(principal_id = %pid, role_assignments = n, "identity deleted");
     Ok(())
 }
@@ -382,4 +467,71 @@ pub async fn check_write(
         ),
     )
     .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(id: &str, principal: &str) -> StoredResource {
+        StoredResource {
+            id: id.into(),
+            subscription: "s".into(),
+            resource_group: "rg".into(),
+            resource_type: "Microsoft.Authorization/roleAssignments".into(),
+            name: id.rsplit('/').next().unwrap_or(id).into(),
+            scope: "/subscriptions/s/resourcegroups/rg".into(),
+            body: json!({"properties": {
+                "principalId": principal,
+                "roleDefinitionId": "0fb8eba5-a2bb-4abe-b1c1-49dfad359bb0",
+            }}),
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
+    /// Stores a role assignment and fills its lookup column, as `index_resource` does.
+    async fn grant(store: &Store, id: &str, principal: &str) {
+        store.put(&assignment(id, principal)).await.unwrap();
+        sqlx::query("UPDATE resources SET principal_key = $1 WHERE id_key = $2")
+            .bind(principal)
+            .bind(id.to_lowercase())
+            .execute(store.pool())
+            .await
+            .unwrap();
+        store.note_write();
+    }
+
+    #[tokio::test]
+    async fn remembered_decisions_end_with_a_write_or_after_their_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Store::sqlite_url(dir.path())).await.unwrap();
+        let tables = AuthTables::new(store.clone());
+        let (id, pid) = ("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Authorization/roleAssignments/a1", "p-1");
+        grant(&store, id, pid).await;
+        assert_eq!(tables.role_assignments_for(pid).await.unwrap().len(), 1);
+
+        // A change this process did not write (another server on a shared database): the
+        // remembered answer holds for the TTL at most.
+        sqlx::query("DELETE FROM resources")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(tables.role_assignments_for(pid).await.unwrap().len(), 1);
+        tokio::time::sleep(DECISION_TTL + std::time::Duration::from_millis(50)).await;
+        assert!(tables.role_assignments_for(pid).await.unwrap().is_empty());
+
+        // Writes of this process apply to the next question at once, both ways.
+        grant(&store, id, pid).await;
+        assert_eq!(tables.role_assignments_for(pid).await.unwrap().len(), 1);
+        assert!(store.delete(id).await.unwrap());
+        assert!(tables.role_assignments_for(pid).await.unwrap().is_empty());
+
+        // The principal's existence is remembered the same way (no identity row: inactive).
+        assert!(!tables.principal_active(pid).await.unwrap());
+        assert!(
+            !tables.principal_active("P-1").await.unwrap(),
+            "case-insensitive"
+        );
+    }
 }

@@ -101,6 +101,8 @@ pub struct Operation {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Counts the resource writes this process has committed (see [`Store::writes`]).
+    writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -141,9 +143,27 @@ impl Store {
             .connect(url)
             .await
             .with_context(|| format!("connecting to the {backend:?} database"))?;
-        let store = Self { pool, backend };
+        let store = Self {
+            pool,
+            backend,
+            writes: Default::default(),
+        };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// How many resource writes this process has committed. Caches of what resources decide
+    /// (the auth tables' role assignments and identities) compare it to notice a change;
+    /// writes by other processes on a shared database are not counted.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Counts a committed write of resources (call after the commit, so that a reader that saw
+    /// the old rows also sees the old count).
+    pub(crate) fn note_write(&self) {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// The SQLite url of the default database file in `data_dir`.
@@ -252,6 +272,7 @@ impl Store {
                 .execute(&self.pool)
                 .await?;
         }
+        self.note_write();
         Ok(inserted)
     }
 
@@ -268,6 +289,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.note_write();
         Ok(n.rows_affected() > 0)
     }
 
@@ -292,6 +314,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         tx.commit().await?;
+        self.note_write();
         Ok(n.rows_affected())
     }
 
