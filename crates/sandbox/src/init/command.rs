@@ -106,6 +106,11 @@ struct Ctx {
 
 const STACK_SIZE: usize = 64 * 1024;
 
+thread_local! {
+    /// The children's stack, reused (see [`spawn`]).
+    static STACK: std::cell::Cell<Vec<u128>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Starts the command; returns its pid (also its process group). A failed `chdir` or `execve`
 /// comes back as that step's error; the child that failed is reaped by the init's reaper.
 pub fn spawn(s: &Spawn) -> io::Result<i32> {
@@ -120,8 +125,13 @@ pub fn spawn(s: &Spawn) -> io::Result<i32> {
         stdio: s.stdio,
         errno: 0,
     };
-    // u128 keeps the stack 16-byte aligned, as the ABI wants at the call into `child`.
-    let mut stack = vec![0u128; STACK_SIZE / 16];
+    // u128 keeps the stack 16-byte aligned, as the ABI wants at the call into `child`. Kept
+    // between commands: the init runs one spawn at a time (CLONE_VFORK suspends it until the
+    // child has exec'd), and allocating and zeroing 64 KiB per command is measurable.
+    let mut stack = STACK.with(|s| s.take());
+    if stack.len() != STACK_SIZE / 16 {
+        stack = vec![0u128; STACK_SIZE / 16];
+    }
     // SAFETY: the stack grows down from one past its end, which `as_mut_ptr().add(len)` is.
     let top = unsafe { stack.as_mut_ptr().add(stack.len()) }.cast::<libc::c_void>();
 
@@ -145,7 +155,7 @@ pub fn spawn(s: &Spawn) -> io::Result<i32> {
     let clone_err = io::Error::last_os_error();
     // SAFETY: restoring the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-    drop(stack);
+    STACK.with(|s| s.replace(stack));
     if pid == -1 {
         return Err(clone_err);
     }

@@ -31,6 +31,28 @@ struct Shared {
     cfg: InitConfig,
     /// Exit status waiters by pid.
     waiters: RefCell<HashMap<i32, oneshot::Sender<i32>>>,
+    /// Output buffers of finished commands, for the next ones: a fresh one is allocated and
+    /// zeroed (64 KiB) for every command otherwise. Only a command's own reads fill them.
+    spare_buffers: RefCell<Vec<Vec<u8>>>,
+}
+
+/// Most spare output buffers an init keeps.
+const SPARE_BUFFERS: usize = 8;
+
+impl Shared {
+    fn output_buffer(&self) -> Vec<u8> {
+        self.spare_buffers
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| vec![0u8; proto::CHUNK])
+    }
+
+    fn return_buffer(&self, buf: Vec<u8>) {
+        let mut spare = self.spare_buffers.borrow_mut();
+        if spare.len() < SPARE_BUFFERS && buf.len() == proto::CHUNK {
+            spare.push(buf);
+        }
+    }
 }
 
 pub fn run(cfg: InitConfig) -> ! {
@@ -51,6 +73,7 @@ async fn serve(cfg: InitConfig) {
     let shared = Rc::new(Shared {
         cfg,
         waiters: RefCell::new(HashMap::new()),
+        spare_buffers: RefCell::new(Vec::new()),
     });
     // Registered before any child exists, so no SIGCHLD is missed.
     let Ok(mut sigchld) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
@@ -504,8 +527,12 @@ async fn exec(
         truncated: false,
     };
     let limit = p.output_limit;
-    let mut buf = vec![0u8; proto::CHUNK];
-    let mut ebuf = vec![0u8; if p.merge_output { 0 } else { proto::CHUNK }];
+    let mut buf = shared.output_buffer();
+    let mut ebuf = if p.merge_output {
+        Vec::new()
+    } else {
+        shared.output_buffer()
+    };
     let deadline = (p.timeout_ms > 0)
         .then(|| tokio::time::Instant::now() + Duration::from_millis(p.timeout_ms));
     let mut timed_out = false;
@@ -536,6 +563,8 @@ async fn exec(
     }
     out.drain(tx, id, &mut buf, limit).await;
     errs.drain(tx, id, &mut buf, limit).await;
+    shared.return_buffer(buf);
+    shared.return_buffer(ebuf);
     let (exit_code, signal) = if libc::WIFEXITED(status) {
         (Some(libc::WEXITSTATUS(status)), None)
     } else if libc::WIFSIGNALED(status) {
