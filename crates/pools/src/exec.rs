@@ -6,6 +6,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -406,8 +407,21 @@ async fn run(
             // The caller gets the result first; the record stays readable from memory until
             // the saver has stored it.
             unsaved.update(&record);
+            let queued = inner.queued_results.load(Ordering::Relaxed);
+            if queued >= inner.config.max_unsaved_results as u64 {
+                // The saver is behind: store it here, before answering.
+                if inner.is_bound(&entry) {
+                    store_result(&inner, &record, true).await;
+                }
+                drop(unsaved);
+                in_use.end().await;
+                let _ = tx.send(ExecutionEvent::Finished(record));
+                inner.release_refill_hold(&entry);
+                return;
+            }
             let _ = tx.send(ExecutionEvent::Finished(record.clone()));
             inner.release_refill_hold(&entry);
+            inner.queued_results.fetch_add(1, Ordering::Relaxed);
             let job = SaveJob::Record(Box::new(ToSave {
                 record,
                 unsaved,
@@ -415,6 +429,7 @@ async fn run(
             }));
             if let Err(mpsc::error::SendError(SaveJob::Record(f))) = inner.saver.send(job) {
                 // The saver only stops with the manager; store this one directly.
+                inner.queued_results.fetch_sub(1, Ordering::Relaxed);
                 if f.in_use.inner.is_bound(&f.in_use.entry) {
                     store_result(&inner, &f.record, true).await;
                 }
@@ -459,6 +474,7 @@ const SAVE_BATCH_BYTES: usize = 4 << 20;
 pub(crate) async fn save_loop(
     store: Arc<dyn crate::SessionStore>,
     mut jobs: mpsc::UnboundedReceiver<SaveJob>,
+    queued: Arc<AtomicU64>,
 ) {
     let mut batch: Vec<Box<ToSave>> = Vec::new();
     let mut sessions = Vec::new();
@@ -492,6 +508,7 @@ pub(crate) async fn save_loop(
                 }
             }
         }
+        queued.fetch_sub(batch.len() as u64, Ordering::Relaxed);
         for f in batch.drain(..) {
             drop(f.unsaved);
             f.in_use.end().await;

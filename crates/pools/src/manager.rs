@@ -48,6 +48,10 @@ pub struct ManagerConfig {
     /// execution has ended, or this long at most: on a host with few cores a sandbox start
     /// running beside the first command slows that command, the one a client waits for.
     pub refill_hold: Duration,
+    /// Most synchronous results waiting for the saver to store them. Beyond it an execution
+    /// stores its own result before answering, so a slow store slows the answers instead of
+    /// letting results pile up in memory.
+    pub max_unsaved_results: usize,
     pub hostname: String,
 }
 
@@ -65,6 +69,7 @@ impl Default for ManagerConfig {
             persist_touch_interval: Duration::from_secs(1),
             refill_retry: Duration::from_millis(500),
             refill_hold: Duration::from_millis(50),
+            max_unsaved_results: 1024,
             hostname: "sandbox".into(),
         }
     }
@@ -333,6 +338,8 @@ pub(crate) struct Inner {
     pub(crate) unsaved: Mutex<HashMap<crate::exec::ExecKey, crate::ExecutionRecord>>,
     /// Queue of [`crate::exec::save_loop`].
     pub(crate) saver: tokio::sync::mpsc::UnboundedSender<crate::exec::SaveJob>,
+    /// Results in that queue, not yet stored.
+    pub(crate) queued_results: Arc<AtomicU64>,
     state: Mutex<State>,
     signals: Arc<Signals>,
     next_id: AtomicU64,
@@ -403,11 +410,17 @@ impl PoolManager {
     ) -> Self {
         let signals = Arc::new(Signals::default());
         let (saver, save_jobs) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(crate::exec::save_loop(store.clone(), save_jobs));
+        let queued_results = Arc::new(AtomicU64::new(0));
+        tokio::spawn(crate::exec::save_loop(
+            store.clone(),
+            save_jobs,
+            queued_results.clone(),
+        ));
         let inner = Arc::new(Inner {
             runtime,
             store,
             saver,
+            queued_results,
             config,
             metrics: Metrics::default(),
             unsaved: Mutex::default(),

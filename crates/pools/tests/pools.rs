@@ -451,6 +451,114 @@ async fn a_used_session_s_idle_clock_reaches_the_store() {
     .await;
 }
 
+/// A store whose batched inserts wait until the test lets them through.
+struct GatedStore {
+    inner: std::sync::Arc<sandpool_pools::MemoryStore>,
+    gate: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl SessionStore for GatedStore {
+    async fn upsert_session(
+        &self,
+        s: &sandpool_pools::SessionRecord,
+    ) -> sandpool_pools::StoreResult<()> {
+        self.inner.upsert_session(s).await
+    }
+    async fn delete_session(
+        &self,
+        pool: &sandpool_pools::PoolKey,
+        identifier: &str,
+    ) -> sandpool_pools::StoreResult<bool> {
+        self.inner.delete_session(pool, identifier).await
+    }
+    async fn list_sessions(
+        &self,
+    ) -> sandpool_pools::StoreResult<Vec<sandpool_pools::SessionRecord>> {
+        self.inner.list_sessions().await
+    }
+    async fn insert_execution(
+        &self,
+        e: &sandpool_pools::ExecutionRecord,
+    ) -> sandpool_pools::StoreResult<bool> {
+        self.inner.insert_execution(e).await
+    }
+    async fn insert_executions(
+        &self,
+        batch: &[sandpool_pools::ExecutionRecord],
+    ) -> sandpool_pools::StoreResult<()> {
+        self.gate.acquire().await.expect("gate").forget();
+        self.inner.insert_executions(batch).await
+    }
+    async fn update_execution(
+        &self,
+        e: &sandpool_pools::ExecutionRecord,
+    ) -> sandpool_pools::StoreResult<bool> {
+        self.inner.update_execution(e).await
+    }
+    async fn get_execution(
+        &self,
+        pool: &sandpool_pools::PoolKey,
+        identifier: &str,
+        id: &str,
+    ) -> sandpool_pools::StoreResult<Option<sandpool_pools::ExecutionRecord>> {
+        self.inner.get_execution(pool, identifier, id).await
+    }
+    async fn fail_running_executions(&self, reason: &str) -> sandpool_pools::StoreResult<u64> {
+        self.inner.fail_running_executions(reason).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_store_makes_executions_store_their_own_results() {
+    let config = ManagerConfig {
+        max_unsaved_results: 2,
+        ..fast_config()
+    };
+    let gated = std::sync::Arc::new(std::sync::OnceLock::<std::sync::Arc<GatedStore>>::new());
+    let handle = gated.clone();
+    let wrap = move |inner| {
+        let store = std::sync::Arc::new(GatedStore {
+            inner,
+            gate: tokio::sync::Semaphore::new(0),
+        });
+        let _ = handle.set(store.clone());
+        store as std::sync::Arc<dyn SessionStore>
+    };
+    with_manager_over("stall", config, wrap, move |fx| async move {
+        let (m, key) = (&fx.manager, &fx.key);
+        m.upsert_pool(key.clone(), settings(2, 0, timed(300)))
+            .await
+            .expect("pool");
+        let s = m.acquire(key, "slow-store").await.expect("acquire");
+        let stored = |id: &'static str| {
+            let store = fx.store.clone();
+            let key = key.clone();
+            async move { store.get_execution(&key, "slow-store", id).await.unwrap() }
+        };
+        for id in ["q1", "q2", "q3"] {
+            let mut req = ExecuteRequest::new(format!("echo {id}"));
+            req.id = Some(id.into());
+            let done = m.execute(&s, req).await.expect("execute").wait().await;
+            assert_eq!(done.expect("answered").stdout, format!("{id}\n"));
+        }
+        // Two results wait for the stalled saver (readable from memory); the third found the
+        // queue full and stored itself before answering.
+        assert_eq!(stored("q1").await, None);
+        assert_eq!(stored("q2").await, None);
+        assert!(stored("q3").await.is_some());
+        let q1 = m.execution(key, "slow-store", "q1").await.unwrap();
+        assert_eq!(q1.map(|r| r.stdout), Some("q1\n".to_string()));
+        // Once the store moves again, the queued ones land too.
+        gated.get().expect("store").gate.add_permits(16);
+        eventually("the queued results are stored", || async {
+            stored("q1").await.is_some() && stored("q2").await.is_some()
+        })
+        .await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_kills_the_command_and_its_children() {
     with_manager("timeout", |fx| async move {

@@ -80,6 +80,17 @@ where
     F: FnOnce(Fixture) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    with_manager_over(name, config, |s| s, body).await;
+}
+
+/// [`with_manager_config`] with the manager's store wrapped by `wrap` (the fixture's `store` is
+/// the memory store underneath).
+pub async fn with_manager_over<W, F, Fut>(name: &str, config: ManagerConfig, wrap: W, body: F)
+where
+    W: FnOnce(Arc<MemoryStore>) -> Arc<dyn sandpool_pools::SessionStore>,
+    F: FnOnce(Fixture) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let dir = tempfile::Builder::new()
         .prefix(&format!("pools-{name}-"))
         .tempdir()
@@ -87,7 +98,7 @@ where
     let cfg = runtime_config(name, dir.path());
     let runtime = Runtime::new(cfg.clone()).await.expect("runtime");
     let store = Arc::new(MemoryStore::new());
-    let manager = PoolManager::with_config(runtime.clone(), store.clone(), config);
+    let manager = PoolManager::with_config(runtime.clone(), wrap(store.clone()), config);
     let fixture = Fixture {
         cfg: cfg.clone(),
         runtime,
