@@ -677,19 +677,18 @@ async fn files(server: &StackServer, sizes: Sizes) -> Result<Vec<Row>> {
         std::fs::remove_file(&target)?;
     }
     drop_pool(c, "files").await;
-    let median = |figure: usize| m.median(figure);
     let mib = sizes.file_mib;
     Ok(vec![
         Row {
             figure: format!("files: upload of {mib} MiB"),
-            sandpool: mib_per_s(mib, median(up)),
-            peers: vec![("copy to tmpfs".into(), mib_per_s(mib, median(copy)))],
+            sandpool: mib_per_s(mib, m.median(up)),
+            peers: vec![("copy to tmpfs".into(), mib_per_s(mib, m.median(copy)))],
             target: None,
         },
         Row {
             figure: format!("files: download of {mib} MiB"),
-            sandpool: mib_per_s(mib, median(down)),
-            peers: vec![("copy to tmpfs".into(), mib_per_s(mib, median(copy)))],
+            sandpool: mib_per_s(mib, m.median(down)),
+            peers: vec![("copy to tmpfs".into(), mib_per_s(mib, m.median(copy)))],
             target: None,
         },
     ])

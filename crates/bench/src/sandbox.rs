@@ -50,27 +50,6 @@ async fn cold_start(runtime: &Runtime, network: NetworkMode) -> Result<Duration>
     Ok(elapsed)
 }
 
-/// Network namespaces the runtime's zygote holds ready: those among its descriptors that are
-/// not the host's own.
-fn zygote_ready_netns(runtime: &Runtime) -> usize {
-    let Some(pid) = runtime.zygote_pid() else {
-        return 0;
-    };
-    let host = std::fs::read_link("/proc/self/ns/net").ok();
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return 0;
-    };
-    let mut ready = std::collections::HashSet::new();
-    for fd in fds.flatten() {
-        if let Ok(link) = std::fs::read_link(fd.path()) {
-            if link.to_string_lossy().starts_with("net:[") && Some(&link) != host.as_ref() {
-                ready.insert(link);
-            }
-        }
-    }
-    ready.len()
-}
-
 /// Memory the host no longer has available, from the kernel's own accounting.
 fn host_memory_in_use() -> Result<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo")?;
@@ -160,7 +139,7 @@ async fn measure(
         .await?;
     let filling = Instant::now();
     while (runtime.egress_slots_ready() < net.ready_slots
-        || zygote_ready_netns(&runtime) < net.ready_slots)
+        || runtime.netns_ready() < net.ready_slots)
         && filling.elapsed() < FILL_TIMEOUT
     {
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -59,9 +59,7 @@ impl Interleaved {
     }
 
     pub fn median(&self, figure: usize) -> Duration {
-        let mut v = self.samples[figure].clone();
-        v.sort();
-        v[v.len() / 2]
+        Duration::from_secs_f64(Summary::of(&self.samples[figure]).p50_us / 1e6)
     }
 
     pub fn summary(&self, figure: usize) -> crate::report::Value {

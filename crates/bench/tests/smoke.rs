@@ -42,6 +42,43 @@ fn processes_in(needle: &str) -> Vec<String> {
     found
 }
 
+/// A finished run of the bench: its pid, output and JSON report.
+struct Run {
+    pid: u32,
+    stdout: String,
+    stderr: String,
+    report: serde_json::Value,
+}
+
+/// Runs the bench with `args`, its JSON report written to `json`, to a successful end.
+fn run_to_end(args: &[&str], json: &std::path::Path) -> Run {
+    let child = Command::new(BENCH)
+        .arg("--json")
+        .arg(json)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the bench");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("running the bench");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "bench failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let report =
+        serde_json::from_slice(&std::fs::read(json).expect("results")).expect("results JSON");
+    Run {
+        pid,
+        stdout,
+        stderr,
+        report,
+    }
+}
+
 /// Kills a bench that outlived its test, so a failing test does not leave it running.
 struct KillOnDrop(std::process::Child);
 
@@ -58,33 +95,23 @@ impl Drop for KillOnDrop {
 fn every_full_stack_figure_is_measured_and_nothing_is_left() {
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("results.json");
-    let child = Command::new(BENCH)
-        .args([
+    let Run {
+        pid,
+        stdout,
+        stderr,
+        report,
+    } = run_to_end(
+        &[
             "--iterations",
             "3",
             "--sessions",
             "5",
             "--file-mib",
             "1",
-            "--json",
-        ])
-        .arg(&json)
-        .arg("all")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting the bench");
-    let pid = child.id();
-    let out = child.wait_with_output().expect("running the bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "bench failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
+            "all",
+        ],
+        &json,
     );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("results")).expect("results JSON");
     let rows = report["rows"].as_array().expect("rows");
     let expected = [
         "warm exec over HTTP (`echo hi`)",
@@ -183,20 +210,12 @@ fn an_interrupted_run_removes_its_sandboxes() {
 fn the_runtime_figures_are_measured_and_nothing_is_left() {
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("results.json");
-    let child = Command::new(BENCH)
-        .args(["--iterations", "3", "--json"])
-        .arg(&json)
-        .args(["sandbox", "--density", "3"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the bench");
-    let pid = child.id();
-    let out = child.wait_with_output().expect("bench output");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("results")).expect("json");
+    let Run {
+        pid,
+        stderr,
+        report,
+        ..
+    } = run_to_end(&["--iterations", "3", "sandbox", "--density", "3"], &json);
     let figures: Vec<&str> = report["rows"]
         .as_array()
         .expect("rows")

@@ -6,7 +6,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -192,11 +192,10 @@ impl PoolManager {
         identifier: &str,
         id: &str,
     ) -> Result<Option<ExecutionRecord>, PoolError> {
-        let key = (key.clone(), identifier.to_owned(), id.to_owned());
-        if let Some(record) = self.inner.unsaved().get(&key) {
+        let exec_key = (key.clone(), identifier.to_owned(), id.to_owned());
+        if let Some(record) = self.inner.unsaved().get(&exec_key) {
             return Ok(Some(record.clone()));
         }
-        let (key, identifier, id) = &key;
         self.inner
             .store
             .get_execution(key, identifier, id)
@@ -402,23 +401,16 @@ async fn run(
 
     let entry = in_use.entry.clone();
     inner.metrics.executed(status, duration);
-    match unsaved {
-        Some(unsaved) => {
-            // The caller gets the result first; the record stays readable from memory until
-            // the saver has stored it.
-            unsaved.update(&record);
-            let queued = inner.queued_results.load(Ordering::Relaxed);
-            if queued >= inner.config.max_unsaved_results as u64 {
-                // The saver is behind: store it here, before answering.
-                if inner.is_bound(&entry) {
-                    store_result(&inner, &record, true).await;
-                }
-                drop(unsaved);
-                in_use.end().await;
-                let _ = tx.send(ExecutionEvent::Finished(record));
-                inner.release_refill_hold(&entry);
-                return;
-            }
+    if let Some(unsaved) = &unsaved {
+        // Readable from memory until it is stored.
+        unsaved.update(&record);
+    }
+    let unsaved = match unsaved {
+        // A synchronous result goes to the saver after the answer, unless the saver is behind.
+        Some(unsaved)
+            if (inner.queued_results.load(Ordering::Relaxed) as usize)
+                < inner.config.max_unsaved_results =>
+        {
             let _ = tx.send(ExecutionEvent::Finished(record.clone()));
             inner.release_refill_hold(&entry);
             inner.queued_results.fetch_add(1, Ordering::Relaxed);
@@ -430,19 +422,25 @@ async fn run(
             if let Err(mpsc::error::SendError(SaveJob::Record(f))) = inner.saver.send(job) {
                 // The saver only stops with the manager; store this one directly.
                 inner.queued_results.fetch_sub(1, Ordering::Relaxed);
-                if f.in_use.inner.is_bound(&f.in_use.entry) {
+                if inner.is_bound(&entry) {
                     store_result(&inner, &f.record, true).await;
                 }
                 f.in_use.end().await;
             }
+            return;
         }
-        None => {
-            store_result(&inner, &record, false).await;
-            in_use.end().await;
-            let _ = tx.send(ExecutionEvent::Finished(record));
-            inner.release_refill_hold(&entry);
-        }
+        other => other,
+    };
+    // Stored before the answer: an asynchronous execution's `Running` record is completed; a
+    // synchronous one whose saver is behind is inserted, unless its session has ended.
+    let insert = unsaved.is_some();
+    if !insert || inner.is_bound(&entry) {
+        store_result(&inner, &record, insert).await;
     }
+    drop(unsaved);
+    in_use.end().await;
+    let _ = tx.send(ExecutionEvent::Finished(record));
+    inner.release_refill_hold(&entry);
 }
 
 /// Work for [`save_loop`].
@@ -474,7 +472,6 @@ const SAVE_BATCH_BYTES: usize = 4 << 20;
 pub(crate) async fn save_loop(
     store: Arc<dyn crate::SessionStore>,
     mut jobs: mpsc::UnboundedReceiver<SaveJob>,
-    queued: Arc<AtomicU64>,
 ) {
     let mut batch: Vec<Box<ToSave>> = Vec::new();
     let mut sessions = Vec::new();
@@ -508,8 +505,11 @@ pub(crate) async fn save_loop(
                 }
             }
         }
-        queued.fetch_sub(batch.len() as u64, Ordering::Relaxed);
         for f in batch.drain(..) {
+            f.in_use
+                .inner
+                .queued_results
+                .fetch_sub(1, Ordering::Relaxed);
             drop(f.unsaved);
             f.in_use.end().await;
         }

@@ -339,7 +339,7 @@ pub(crate) struct Inner {
     /// Queue of [`crate::exec::save_loop`].
     pub(crate) saver: tokio::sync::mpsc::UnboundedSender<crate::exec::SaveJob>,
     /// Results in that queue, not yet stored.
-    pub(crate) queued_results: Arc<AtomicU64>,
+    pub(crate) queued_results: AtomicU64,
     state: Mutex<State>,
     signals: Arc<Signals>,
     next_id: AtomicU64,
@@ -410,17 +410,12 @@ impl PoolManager {
     ) -> Self {
         let signals = Arc::new(Signals::default());
         let (saver, save_jobs) = tokio::sync::mpsc::unbounded_channel();
-        let queued_results = Arc::new(AtomicU64::new(0));
-        tokio::spawn(crate::exec::save_loop(
-            store.clone(),
-            save_jobs,
-            queued_results.clone(),
-        ));
+        tokio::spawn(crate::exec::save_loop(store.clone(), save_jobs));
         let inner = Arc::new(Inner {
             runtime,
             store,
             saver,
-            queued_results,
+            queued_results: AtomicU64::new(0),
             config,
             metrics: Metrics::default(),
             unsaved: Mutex::default(),

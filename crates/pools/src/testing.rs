@@ -137,6 +137,15 @@ async fn sessions_contract(store: &dyn SessionStore, pool_a: &PoolKey, pool_b: &
     assert!(ours(store, &[pool_a, pool_b]).await.is_empty());
 }
 
+/// The command stored for execution `id` of `user-1` in `pool`.
+async fn command_of(store: &dyn SessionStore, pool: &PoolKey, id: &str) -> Option<String> {
+    store
+        .get_execution(pool, "user-1", id)
+        .await
+        .expect("get")
+        .map(|e| e.command)
+}
+
 async fn executions_contract(store: &dyn SessionStore, pool_a: &PoolKey, pool_b: &PoolKey) {
     let e1 = execution(pool_a, "user-1", "exec-1");
     assert!(store.insert_execution(&e1).await.expect("insert_execution"));
@@ -160,11 +169,7 @@ async fn executions_contract(store: &dyn SessionStore, pool_a: &PoolKey, pool_b:
         "duplicate id refused"
     );
     assert_eq!(
-        store
-            .get_execution(pool_a, "user-1", "exec-1")
-            .await
-            .expect("get")
-            .map(|e| e.command),
+        command_of(store, pool_a, "exec-1").await,
         Some(e1.command.clone())
     );
 
@@ -220,11 +225,7 @@ async fn executions_contract(store: &dyn SessionStore, pool_a: &PoolKey, pool_b:
         );
     }
     assert_eq!(
-        store
-            .get_execution(pool_a, "user-1", "exec-1")
-            .await
-            .expect("get")
-            .map(|e| e.command),
+        command_of(store, pool_a, "exec-1").await,
         Some(e1.command.clone()),
         "a batch does not replace an existing execution"
     );

@@ -246,6 +246,28 @@ impl Runtime {
         self.inner.zygote.pid()
     }
 
+    /// Loopback-only network namespaces the zygote holds ready (0 while no zygote runs): the
+    /// namespaces among its descriptors other than the host's, as the kernel shows them.
+    pub fn netns_ready(&self) -> usize {
+        let Some(pid) = self.zygote_pid() else {
+            return 0;
+        };
+        let host = std::fs::read_link("/proc/self/ns/net").ok();
+        let mut ready = std::collections::HashSet::new();
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(link) = std::fs::read_link(fd.path()) {
+                if link.to_string_lossy().starts_with("net:[") && Some(&link) != host.as_ref() {
+                    ready.insert(link);
+                }
+            }
+        }
+        ready.len()
+    }
+
     fn reserve(&self, id: &str) -> Result<u32, SandboxError> {
         let mut live = lock(&self.inner.live);
         if live.contains_key(id) || self.inner.cfg.state_dir.join(id).exists() {

@@ -211,23 +211,10 @@ async fn without_the_zygote_inits_are_exec_d_by_the_runtime() {
     .await;
 }
 
-/// Network namespaces the zygote holds other than its own (the host's).
-fn ready_netns_of(zygote: i32) -> usize {
-    let host = std::fs::read_link("/proc/self/ns/net")
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    fd_links(zygote)
-        .into_iter()
-        .filter(|l| l.starts_with("net:[") && *l != host)
-        .collect::<std::collections::HashSet<_>>()
-        .len()
-}
-
-async fn wait_ready_netns(zygote: i32, want: usize) {
+async fn wait_ready_netns(rt: &sandpool_sandbox::Runtime, want: usize) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let n = ready_netns_of(zygote);
+        let n = rt.netns_ready();
         if n == want {
             return;
         }
@@ -247,8 +234,8 @@ async fn the_zygote_keeps_the_configured_number_of_network_namespaces_ready() {
         with_env(env, move |cfg, _| async move {
             let rt = sandpool_sandbox::Runtime::new(cfg).await.unwrap();
             let first = start(&rt).await;
-            let zygote = rt.zygote_pid().expect("zygote");
-            wait_ready_netns(zygote, want).await;
+            assert!(rt.zygote_pid().is_some(), "a zygote runs after a start");
+            wait_ready_netns(&rt, want).await;
             // A burst takes ready ones (or makes its own); every sandbox still gets a network
             // namespace of its own, and the set is refilled afterwards.
             let mut burst = Vec::new();
@@ -270,7 +257,7 @@ async fn the_zygote_keeps_the_configured_number_of_network_namespaces_ready() {
             )
             .await;
             assert_eq!((code, out.as_str()), (Some(0), "lo ok\n"), "{err}");
-            wait_ready_netns(zygote, want).await;
+            wait_ready_netns(&rt, want).await;
             for sb in burst.into_iter().chain([first]) {
                 sb.destroy().await.unwrap();
             }

@@ -392,6 +392,14 @@ async fn sandboxes(parent: &str, count: usize) -> anyhow::Result<BTreeSet<String
 const INIT_START: &str = "cut -d' ' -f22 /proc/1/stat";
 
 /// One pool's session API (its `poolManagementEndpoint`) with a session-audience token.
+/// An answer's status, text and JSON body (`null` when it is not JSON).
+async fn json_answer(r: reqwest::Response) -> anyhow::Result<(u16, String, Value)> {
+    let status = r.status().as_u16();
+    let text = r.text().await?;
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Ok((status, text, body))
+}
+
 struct SessionApi {
     http: reqwest::Client,
     endpoint: String,
@@ -410,9 +418,7 @@ impl SessionApi {
             .json(&json!({ "shellCommand": command }))
             .send()
             .await?;
-        let status = r.status().as_u16();
-        let text = r.text().await?;
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let (status, text, body) = json_answer(r).await?;
         anyhow::ensure!(
             status == 200 && body["result"]["exitCode"] == 0,
             "`{command}` as {identifier}: {status} {text}"
@@ -431,9 +437,7 @@ impl SessionApi {
             .multipart(reqwest::multipart::Form::new().part("file", part))
             .send()
             .await?;
-        let status = r.status().as_u16();
-        let text = r.text().await?;
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let (status, text, body) = json_answer(r).await?;
         anyhow::ensure!(
             status == 200 && body["name"] == name && body["sizeInBytes"] == bytes.len(),
             "uploading {name} as {identifier}: {status} {text}"
