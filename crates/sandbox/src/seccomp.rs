@@ -3,8 +3,8 @@
 //! The policy (what is allowed, refused with `EPERM`, decided on arguments, and the `ENOSYS`
 //! for everything else) is data in [`policy`]; this module turns it into one BPF program.
 //! Calls of another architecture (i386 on x86_64) kill the process; the x32 ABI's numbers
-//! fail with `ENOSYS` (the lists are keyed by x86_64 numbers and must not be reachable under
-//! other ones).
+//! fail with `ENOSYS` (the lists are keyed by the native numbers, which must not be
+//! reachable under other ones).
 //!
 //! The program is generated here rather than by seccompiler: seccompiler checks the numbers one
 //! after the other, and the kernel runs a new filter over every syscall number when it is

@@ -108,7 +108,7 @@ async fn dangerous_syscalls_are_denied() {
             assert_eq!(r, -1, "{name} succeeded");
             assert_eq!(errno, libc::EPERM as i64, "{name} errno");
         }
-        // Every number of the deny list, in one interpreter: the filter answers EPERM before
+        // Every number refused outright (DENIED_SYSCALLS), in one interpreter: the filter answers EPERM before
         // the kernel looks at the (zero) arguments.
         let denied: Vec<String> = sandpool_sandbox::DENIED_SYSCALLS
             .iter()
