@@ -9,7 +9,7 @@ ensure_root() {
 
 # Debian packages the service and its tests use. Installed only when something is missing, so a
 # machine that has them does not need the package index.
-APT_PACKAGES=(ca-certificates gcc pkg-config iproute2 nftables postgresql python3 python3-pip python3-venv bubblewrap crun)
+APT_PACKAGES=(ca-certificates gcc pkg-config iproute2 nftables postgresql python3 python3-pip python3-venv bubblewrap crun git nodejs perl)
 install_packages() {
   local missing=()
   for p in "${APT_PACKAGES[@]}"; do
