@@ -87,13 +87,38 @@ where
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
     rt.block_on(async {
         let mut client = Client::new(&g.endpoint)?.with_subscription(g.subscription.clone());
-        if let Some(source) =
-            auth::token_source(g.access_token.as_deref(), &g.data_dir, &g.endpoint)
-        {
+        if let Some(pem) = trusted_certificates(g)? {
+            client = client.with_ca_certificates(&pem)?;
+        }
+        if let Some(source) = auth::token_source(
+            g.access_token.as_deref(),
+            &g.data_dir,
+            &g.endpoint,
+            client.http(),
+        ) {
             client = client.with_token(source);
         }
         f(client).await
     })
+}
+
+/// The PEM of `--ca-cert`, else the local server's self-signed certificate when the endpoint is
+/// https and the data dir holds one (readable only to whoever may read the data dir).
+fn trusted_certificates(g: &Global) -> anyhow::Result<Option<Vec<u8>>> {
+    use anyhow::Context as _;
+    if let Some(path) = &g.ca_cert {
+        let pem =
+            std::fs::read(path).with_context(|| format!("reading --ca-cert {}", path.display()))?;
+        if let Err(e) = sandpool_client::parse_pem_bundle(&pem) {
+            anyhow::bail!("--ca-cert {}: {e}", path.display());
+        }
+        return Ok(Some(pem));
+    }
+    if !g.endpoint.trim().starts_with("https://") {
+        return Ok(None);
+    }
+    let local = g.data_dir.join(sandpool_server::SELF_SIGNED_CERT);
+    Ok(std::fs::read(local).ok())
 }
 
 /// `sandpool exec` exits with the command's status instead of printing a result.

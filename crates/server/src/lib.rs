@@ -20,6 +20,7 @@ pub mod store_commands;
 mod store_sessions;
 pub mod testing;
 mod tls;
+pub use tls::{SELF_SIGNED_CERT, SELF_SIGNED_KEY};
 
 use anyhow::Context as _;
 use axum::extract::DefaultBodyLimit;
