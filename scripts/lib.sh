@@ -61,3 +61,18 @@ ensure_python_sdk() {
   fi
   export PYTHON="$venv/bin/python"
 }
+
+# The real Azure CLI for tests/azure_cli.rs, in a venv of its own (it pins its own azure-mgmt-*
+# versions, which must not move the SDK tests' ones). Exports AZ.
+AZURE_CLI_VERSION=2.91.0
+ensure_azure_cli() {
+  local venv="${SANDPOOL_AZ_VENV:-$PWD/target/az-venv}"
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+  fi
+  if [ "$("$venv/bin/az" version --query '"azure-cli"' -o tsv 2>/dev/null)" != "$AZURE_CLI_VERSION" ]; then
+    echo "sandpool: installing azure-cli $AZURE_CLI_VERSION into $venv" >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "azure-cli==$AZURE_CLI_VERSION"
+  fi
+  export AZ="$venv/bin/az"
+}

@@ -105,6 +105,19 @@ pub fn required_permission(method: &Method, path: &str) -> Access {
     if is_public(&segs) {
         return Access::Public;
     }
+    // What the Azure CLI reads right after sign-in: the answer is filtered to what the caller
+    // holds roles in, so any valid token may ask (as in Azure).
+    let directory_read = *method == Method::GET
+        && match segs.len() {
+            1 => is(0, "subscriptions") || is(0, "tenants"),
+            2 => is(0, "subscriptions"),
+            // Resource provider metadata (namespaces, types, api-versions): nothing per tenant.
+            3 | 4 => is(0, "subscriptions") && is(2, "providers"),
+            _ => false,
+        };
+    if directory_read {
+        return Access::Authenticated;
+    }
     if segs.len() == 1 && is(0, "metrics") {
         return management(Some("Microsoft.Insights/metrics/read".into()), "/".into());
     }
@@ -137,6 +150,7 @@ fn is_public(segs: &[String]) -> bool {
         ["healthz"]
             | ["readyz"]
             | ["openapi.json"]
+            | ["metadata", "endpoints"]
             | [".well-known", ..]
             | ["oauth2", "token"]
             | ["oauth2", "v2.0", "token"]
