@@ -148,11 +148,31 @@ fn run_client(g: &Global, command: Command) -> ExitCode {
     }
 }
 
+/// netlink-packet-route warns on every link dump of a kernel newer than itself (an
+/// `IFLA_INET6_CONF` longer than it knows): harmless, and printed on every start. Kept at error
+/// unless `RUST_LOG` names that crate itself.
+const QUIET_CRATES: &str = "netlink_packet_route=error";
+
+fn log_filter(rust_log: Option<&str>) -> String {
+    match rust_log.map(str::trim).filter(|f| !f.is_empty()) {
+        Some(f) if f.contains("netlink_packet_route") => f.to_owned(),
+        Some(f) => format!("{f},{QUIET_CRATES}"),
+        None => format!("info,{QUIET_CRATES}"),
+    }
+}
+
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let directives = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+        eprintln!("WARNING: RUST_LOG is not a valid filter ({e}); logging at info");
+        EnvFilter::new(format!("info,{QUIET_CRATES}"))
+    });
+    // Colours only for a person at a terminal: a file, journald or a collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

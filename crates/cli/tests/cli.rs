@@ -915,3 +915,80 @@ async fn trusts_the_certificate_it_is_given() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("junk.pem"), "{}", stderr(&o));
 }
+
+/// Logs written to a pipe (a file, journald, a collector) carry no terminal colour codes, and
+/// the netlink crate's warning about a kernel newer than itself, which every start with egress
+/// printed, is not among them.
+#[test]
+fn serve_logs_plain_text_to_a_pipe() {
+    use std::io::{BufRead, BufReader};
+    let data = tempfile::tempdir().unwrap();
+    let mut settings = sandpool_server::testing::test_sandbox_settings();
+    let egress = sandpool_server::testing::test_egress_config();
+    settings.egress = Some(egress.clone());
+    let _host = HostGuard {
+        data_dir: data.path().to_path_buf(),
+        settings: settings.clone(),
+    };
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--egress-bridge"])
+        .arg(&egress.bridge)
+        .arg("--egress-subnet")
+        .arg(egress.subnet.to_string())
+        .arg("--cgroup-parent")
+        .arg(&settings.cgroup_parent)
+        .arg("--uid-base")
+        .arg(settings.uid_base.to_string())
+        .arg("--data-dir")
+        .arg(data.path())
+        .env_remove("SANDPOOL_DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning sandpool serve");
+    let mut guard = ChildGuard(Some(child));
+    let stderr_pipe = guard.0.as_mut().unwrap().stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains("sandpool serving"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => panic!(
+                "the server never said it was serving:\n{}",
+                lines.join("\n")
+            ),
+        }
+    }
+    // The bridge was set up (what printed the warning), so the filter was really exercised.
+    assert!(
+        std::path::Path::new("/sys/class/net")
+            .join(&egress.bridge)
+            .exists(),
+        "no bridge {}",
+        egress.bridge
+    );
+    let child = guard.0.as_mut().unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    lines.extend(rx.try_iter());
+    let text = lines.join("\n");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in piped logs:\n{text}"
+    );
+    assert!(!text.contains("IFLA_INET6_CONF"), "{text}");
+    assert!(text.contains(" INFO "), "{text}");
+}
