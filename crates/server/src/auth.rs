@@ -29,15 +29,6 @@ use std::collections::HashMap;
 /// The auth engine as the server runs it.
 pub type ServerAuth = sandpool_auth::Auth<AuthTables>;
 
-/// Migration 100: the lookup columns of identities and role assignments.
-pub const MIGRATION_100: &[&str] = &[
-    "ALTER TABLE resources ADD COLUMN principal_key TEXT",
-    "ALTER TABLE resources ADD COLUMN client_key TEXT",
-    "CREATE INDEX resources_by_principal ON resources (principal_key, type_key)",
-    // NULLs do not collide in a UNIQUE index (SQLite and PostgreSQL alike).
-    "CREATE UNIQUE INDEX resources_by_client ON resources (client_key)",
-];
-
 const ASSIGNMENT_TYPE_KEY: &str = "microsoft.authorization/roleassignments";
 const IDENTITY_TYPE_KEY: &str = "microsoft.managedidentity/userassignedidentities";
 /// Name of an identity's secret-hash row in `secrets`.

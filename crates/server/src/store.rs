@@ -1,5 +1,5 @@
 //! Durable state over SQLite or PostgreSQL through sqlx's `Any` driver: one schema, portable SQL,
-//! migrations recorded in `schema_migrations`.
+//! migrations applied by sqlx's migrator from `crates/server/migrations/`.
 //!
 //! Resources keep their whole ARM envelope as JSON in one generic table keyed by the lower-cased
 //! resource id, which makes GET by id, list by scope and cascade delete of a resource group one
@@ -14,45 +14,13 @@ use std::time::Duration;
 
 /// Each entry is applied once, in order, inside a transaction; never edit a released entry, add a
 /// new one.
-const MIGRATIONS: &[(i64, &[&str])] = &[
-    (
-        1,
-        &[
-            "CREATE TABLE resources (
-            id_key TEXT PRIMARY KEY,
-            id TEXT NOT NULL,
-            subscription TEXT NOT NULL,
-            resource_group TEXT NOT NULL,
-            type_key TEXT NOT NULL,
-            name TEXT NOT NULL,
-            scope_key TEXT NOT NULL,
-            body TEXT NOT NULL,
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL
-        )",
-            "CREATE INDEX resources_by_group ON resources (subscription, resource_group, type_key)",
-            "CREATE INDEX resources_by_type ON resources (type_key)",
-            "CREATE TABLE secrets (
-            resource_key TEXT NOT NULL,
-            name TEXT NOT NULL,
-            subscription TEXT NOT NULL,
-            resource_group TEXT NOT NULL,
-            value TEXT NOT NULL,
-            PRIMARY KEY (resource_key, name)
-        )",
-            "CREATE TABLE operations (
-            id TEXT PRIMARY KEY,
-            subscription TEXT NOT NULL,
-            resource_id TEXT NOT NULL,
-            status TEXT NOT NULL,
-            created_at TEXT NOT NULL,
-            finished_at TEXT
-        )",
-            "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        ],
-    ),
-    (100, crate::auth::MIGRATION_100),
-];
+/// The schema, one file per step in `crates/server/migrations/`, the same SQL for SQLite and
+/// PostgreSQL. Versions keep the numbers of the hand-rolled migrations they replace (resources
+/// 1, auth 100, sessions 2xx, Run Command 3xx).
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The table of the hand-rolled migrations that came before sqlx's.
+const LEGACY_MIGRATIONS_TABLE: &str = "schema_migrations";
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,41 +152,64 @@ impl Store {
     }
 
     async fn migrate(&self) -> anyhow::Result<()> {
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
-        )
-        .execute(&self.pool)
-        .await
-        .context("creating schema_migrations")?;
-        // Features keep their migrations beside their code (sessions: 200–299).
-        let all = MIGRATIONS
-            .iter()
-            .chain(crate::store_sessions::MIGRATIONS.iter())
-            .chain(crate::store_commands::MIGRATIONS.iter());
-        for (version, statements) in all {
-            let mut tx = self.pool.begin().await?;
-            let done: i64 =
-                sqlx::query("SELECT COUNT(*) FROM schema_migrations WHERE version = $1")
-                    .bind(*version)
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get(0)?;
-            if done > 0 {
-                continue;
+        self.adopt_legacy_migrations()
+            .await
+            .context("taking over the earlier migration records")?;
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .context("applying the database migrations")?;
+        Ok(())
+    }
+
+    /// A database made before sqlx's migrator records its steps in `schema_migrations`: the
+    /// same steps, by version, are recorded as sqlx's (with their files' checksums) and the old
+    /// table dropped, in one transaction, so the migrator then applies only what is new.
+    async fn adopt_legacy_migrations(&self) -> anyhow::Result<()> {
+        use sqlx::migrate::Migrate as _;
+        let exists_sql = match self.backend {
+            Backend::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1",
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1"
             }
-            for stmt in *statements {
-                sqlx::query(stmt)
-                    .execute(&mut *tx)
-                    .await
-                    .with_context(|| format!("migration {version}"))?;
-            }
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-                .bind(*version)
-                .bind(crate::now_rfc3339())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
+        };
+        let exists: i64 = sqlx::query(exists_sql)
+            .bind(LEGACY_MIGRATIONS_TABLE)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        if exists == 0 {
+            return Ok(());
         }
+        let mut conn = self.pool.acquire().await?;
+        conn.ensure_migrations_table().await?;
+        let mut tx = self.pool.begin().await?;
+        let applied: Vec<i64> =
+            sqlx::query(&format!("SELECT version FROM {LEGACY_MIGRATIONS_TABLE}"))
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<i64, _>(0))
+                .collect::<Result<_, _>>()?;
+        for m in MIGRATOR.iter().filter(|m| applied.contains(&m.version)) {
+            sqlx::query(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                 VALUES ($1, $2, TRUE, $3, 0) ON CONFLICT DO NOTHING",
+            )
+            .bind(m.version)
+            .bind(m.description.to_string())
+            .bind(m.checksum.to_vec())
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(&format!("DROP TABLE {LEGACY_MIGRATIONS_TABLE}"))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(
+            steps = applied.len(),
+            "recorded the earlier schema steps as sqlx migrations"
+        );
         Ok(())
     }
 

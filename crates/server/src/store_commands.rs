@@ -12,27 +12,6 @@ use sqlx::Row;
 
 use crate::store::Store;
 
-/// Each entry is applied once, in order; never edit a released entry, add a new one.
-pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[(
-    300,
-    &[
-        "CREATE TABLE command_results (
-            id TEXT PRIMARY KEY,
-            cluster TEXT NOT NULL,
-            cluster_key TEXT NOT NULL,
-            state TEXT NOT NULL,
-            exit_code BIGINT,
-            started_at BIGINT,
-            finished_at BIGINT,
-            logs TEXT NOT NULL,
-            reason TEXT,
-            created_at BIGINT NOT NULL
-        )",
-        "CREATE INDEX command_results_by_state ON command_results (state)",
-        "CREATE INDEX command_results_by_finish ON command_results (finished_at)",
-    ],
-)];
-
 /// The server's store seen as a [`CommandStore`].
 #[derive(Debug, Clone)]
 pub struct SqlCommandStore {

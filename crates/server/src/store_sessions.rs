@@ -13,47 +13,6 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use time::OffsetDateTime;
 
-/// Applied by [`Store::open`] after the base schema.
-pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[
-    (
-        200,
-        &[
-            "CREATE TABLE sessions (
-            pool_key TEXT NOT NULL,
-            identifier TEXT NOT NULL,
-            sandbox_id TEXT NOT NULL,
-            created_at BIGINT NOT NULL,
-            last_accessed_at BIGINT NOT NULL,
-            expires_at BIGINT NOT NULL,
-            etag TEXT NOT NULL,
-            PRIMARY KEY (pool_key, identifier)
-        )",
-            "CREATE TABLE executions (
-            pool_key TEXT NOT NULL,
-            identifier TEXT NOT NULL,
-            id TEXT NOT NULL,
-            command TEXT NOT NULL,
-            status TEXT NOT NULL,
-            exit_code BIGINT,
-            stdout TEXT NOT NULL,
-            stderr TEXT NOT NULL,
-            stdout_truncated BIGINT NOT NULL,
-            stderr_truncated BIGINT NOT NULL,
-            error TEXT,
-            started_at BIGINT NOT NULL,
-            finished_at BIGINT,
-            duration_ms BIGINT,
-            PRIMARY KEY (pool_key, identifier, id)
-        )",
-            "CREATE INDEX executions_by_status ON executions (status)",
-        ],
-    ),
-    (
-        201,
-        &["ALTER TABLE executions ADD COLUMN asynchronous BIGINT NOT NULL DEFAULT 0"],
-    ),
-];
-
 fn ms(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }

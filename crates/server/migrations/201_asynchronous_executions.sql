@@ -1,0 +1,1 @@
+ALTER TABLE executions ADD COLUMN asynchronous BIGINT NOT NULL DEFAULT 0;
