@@ -181,16 +181,18 @@ pub async fn build_app(
         .context("rendering the OpenAPI document")?;
     // The tenant is the one tokens carry (`tid`), kept with the signing keys.
     let tenant_id = auth.tenant_id().to_owned();
+    let pools = sessions::Pools::default();
+    let commands = runcommand::Commands::default();
     let state = AppState {
         store,
         public_url: public_url.trim_end_matches('/').into(),
-        metrics: Arc::default(),
+        metrics: Arc::new(metrics::Metrics::new(pools.clone(), commands.clone())),
         body_limit,
         tenant_id: tenant_id.into(),
         openapi: openapi.into(),
         sandboxes,
-        commands: runcommand::Commands::default(),
-        pools: sessions::Pools::default(),
+        commands,
+        pools,
         auth,
     };
     let router = layered(routes.router, &state).with_state(state.clone());

@@ -59,8 +59,8 @@ async fn readyz(State(s): State<AppState>) -> Response {
 
 async fn metrics(State(s): State<AppState>) -> Response {
     (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render() + &crate::sessions::render_metrics(&s) + &s.commands.render_metrics(),
+        [(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        s.metrics.render(),
     )
         .into_response()
 }

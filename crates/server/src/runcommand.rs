@@ -54,43 +54,6 @@ impl Commands {
     }
 }
 
-impl Commands {
-    /// The runner's series for `/metrics` (empty when there is no runner).
-    pub fn render_metrics(&self) -> String {
-        use std::fmt::Write as _;
-        let Some(r) = self.runner() else {
-            return String::new();
-        };
-        let m = r.metrics();
-        let mut out = String::new();
-        for (name, help, value) in [
-            (
-                "sandpool_runcommand_queued",
-                "Run Command commands accepted and waiting for a worker.",
-                m.queued,
-            ),
-            (
-                "sandpool_runcommand_running",
-                "Run Command commands running now.",
-                m.running,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
-        let name = "sandpool_runcommand_finished_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Run Command commands finished, by state.\n# TYPE {name} counter\n\
-             {name}{{state=\"Succeeded\"}} {}\n{name}{{state=\"Failed\"}} {}",
-            m.succeeded, m.failed
-        );
-        out
-    }
-}
-
 /// Creates the runner and fails what a dead process left unfinished. Runs once at startup,
 /// after the pool manager's recovery (whose sweep destroys leftover run-command sandboxes).
 pub async fn start(state: &AppState, config: &ServeConfig) -> anyhow::Result<()> {

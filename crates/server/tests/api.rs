@@ -859,5 +859,5 @@ async fn operations_endpoints(store: TestStore) {
         .expect("metrics");
     let text = resp.text().await.expect("text");
     assert!(text.contains("sandpool_http_requests_total{method=\"PUT\",route=\"/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}\",status=\"201\"} 1"), "{text}");
-    assert!(text.contains("sandpool_http_request_duration_seconds_bucket{method=\"GET\",route=\"/healthz\",le=\"+Inf\"}"), "{text}");
+    assert!(text.contains("sandpool_http_request_duration_seconds_bucket{le=\"+Inf\",method=\"GET\",route=\"/healthz\"}"), "{text}");
 }
