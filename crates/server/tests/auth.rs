@@ -946,7 +946,60 @@ async fn deployment_checks_each_resource(store: TestStore) {
         .assert_status(200);
 }
 
+/// Issue 11 §2: a resource named like a path keyword (`providers`, in any casing) once turned its
+/// routes into "any valid token will do". A caller with no role at all tries what was reproduced
+/// by hand: create group `providers`, create or delete a pool and an identity named so, reset such
+/// an identity's secret, run a command on such a cluster and read its results. Each is refused
+/// with 403 and nothing in the store changes.
+async fn keyword_names_do_not_lower_the_bar(store: TestStore) {
+    let api = Api::start(store).await;
+    api.group("rg1").await;
+    let nobody = create_identity(&api, "rg1", "nobody").await;
+    let victim = create_identity(&api, "rg1", "providers").await;
+    api.put(
+        &cluster_path("rg1", "providers"),
+        json!({"location": "westus", "properties": {"kubeconfig": "cluster-credential"}}),
+    )
+    .await
+    .assert_status(201);
+    let token = token_of(&api, &nobody, MANAGEMENT_AUDIENCE).await;
+    let before = sandpool_server::testing::store_snapshot(&api.srv.database_url).await;
+
+    let pool_body = json!({"location": "westus", "properties": {
+        "poolManagementType": "Dynamic", "containerType": "Shell",
+        "sessionNetworkConfiguration": {"status": "EgressDisabled"}}});
+    let attempts: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::PUT, rg_id("providers"), Some(json!({"location": "westus"}))),
+        (Method::PUT, format!("/subscriptions/{SUB}/resourcegroups/Providers"), Some(json!({"location": "westus"}))),
+        (Method::PUT, pool_path("rg1", "providers"), Some(pool_body.clone())),
+        (Method::PUT, format!("/subscriptions/{SUB}/resourceGroups/rg1/PROVIDERS/Microsoft.App/sessionPools/Providers"), Some(pool_body)),
+        (Method::PUT, identity_path("rg1", "providers"), Some(json!({"location": "westus"}))),
+        (Method::POST, format!("{}/resetClientSecret", identity_path("rg1", "providers")), None),
+        (Method::POST, format!("{}/runCommand", cluster_path("rg1", "providers")), Some(json!({"command": "cat /kubeconfig"}))),
+        (Method::GET, format!("{}/commandResults/abc123", cluster_path("rg1", "providers")), None),
+        (Method::DELETE, identity_path("rg1", "providers"), None),
+        (Method::DELETE, cluster_path("rg1", "providers"), None),
+    ];
+    let mut let_through = Vec::new();
+    for (method, path, body) in attempts {
+        let r = with_token(&api, method.clone(), &path, &token, body).await;
+        if r.status != 403 || r.json["error"]["code"] != "AuthorizationFailed" {
+            let_through.push(format!("{method} {path} -> {} {}", r.status, r.text));
+        }
+    }
+    assert!(
+        let_through.is_empty(),
+        "let through:\n{}",
+        let_through.join("\n")
+    );
+    let after = sandpool_server::testing::store_snapshot(&api.srv.database_url).await;
+    assert_eq!(before, after, "a refused request changed the store");
+    // The identity's own secret still works: nobody took it over.
+    token_of(&api, &victim, MANAGEMENT_AUDIENCE).await;
+}
+
 both_stores!(
+    keyword_names_do_not_lower_the_bar,
     tutorial_flow,
     token_endpoints_under_tenant_prefixes,
     denial_table,
