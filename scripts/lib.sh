@@ -9,7 +9,7 @@ ensure_root() {
 
 # Debian packages the service and its tests use. Installed only when something is missing, so a
 # machine that has them does not need the package index.
-APT_PACKAGES=(ca-certificates gcc pkg-config iproute2 nftables postgresql python3 python3-pip python3-venv bubblewrap crun)
+APT_PACKAGES=(ca-certificates gcc pkg-config iproute2 nftables postgresql python3 python3-pip python3-venv bubblewrap crun git nodejs perl)
 install_packages() {
   local missing=()
   for p in "${APT_PACKAGES[@]}"; do
@@ -60,4 +60,19 @@ ensure_python_sdk() {
     "$venv/bin/python" -m pip install -q --disable-pip-version-check azure-mgmt-appcontainers azure-identity
   fi
   export PYTHON="$venv/bin/python"
+}
+
+# The real Azure CLI for tests/azure_cli.rs, in a venv of its own (it pins its own azure-mgmt-*
+# versions, which must not move the SDK tests' ones). Exports AZ.
+AZURE_CLI_VERSION=2.91.0
+ensure_azure_cli() {
+  local venv="${SANDPOOL_AZ_VENV:-$PWD/target/az-venv}"
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+  fi
+  if [ "$("$venv/bin/az" version --query '"azure-cli"' -o tsv 2>/dev/null)" != "$AZURE_CLI_VERSION" ]; then
+    echo "sandpool: installing azure-cli $AZURE_CLI_VERSION into $venv" >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "azure-cli==$AZURE_CLI_VERSION"
+  fi
+  export AZ="$venv/bin/az"
 }

@@ -10,6 +10,7 @@ ensure_root
 install_packages
 ensure_rust
 ensure_python_sdk
+ensure_azure_cli
 start_test_postgres   # exports SANDPOOL_TEST_DATABASE_URL, stops the cluster on exit
 
 cargo test --workspace --no-fail-fast -- --test-threads="${SANDPOOL_TEST_THREADS:-4}"

@@ -95,6 +95,16 @@ pub async fn fetch_token(
     endpoint: Option<&str>,
     resource: &str,
 ) -> Result<AccessToken, AuthError> {
+    fetch_token_with(&reqwest::Client::new(), cred, endpoint, resource).await
+}
+
+/// [`fetch_token`] over a given HTTP client (one that trusts the server's certificate).
+pub async fn fetch_token_with(
+    http: &reqwest::Client,
+    cred: &LocalCredential,
+    endpoint: Option<&str>,
+    resource: &str,
+) -> Result<AccessToken, AuthError> {
     let base = endpoint
         .or(cred.endpoint.as_deref())
         .ok_or_else(|| AuthError::TokenRequest("no server endpoint known; pass one".into()))?
@@ -106,13 +116,13 @@ pub async fn fetch_token(
         ("client_secret", cred.client_secret.expose()),
         ("resource", resource),
     ];
-    let response = reqwest::Client::new()
+    let response = http
         .post(&url)
         .form(&form)
         .send()
         .await
         // reqwest errors name the URL, never the form body.
-        .map_err(|e| AuthError::TokenRequest(format!("{url}: {e}")))?;
+        .map_err(|e| AuthError::TokenRequest(format!("{url}: {}", error_chain(&e))))?;
     let status = response.status();
     let body = response
         .bytes()
@@ -133,6 +143,20 @@ pub async fn fetch_token(
     }
     serde_json::from_slice(&body)
         .map_err(|e| AuthError::TokenRequest(format!("{url}: unexpected answer: {e}")))
+}
+
+/// An error and its causes: reqwest's own message is only "error sending request".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text = format!("{text}: {next}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 #[cfg(test)]

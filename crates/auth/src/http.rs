@@ -2,6 +2,8 @@
 //! Azure-shaped error answers.
 
 use std::future::Future;
+
+use crate::Requirement;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -169,8 +171,10 @@ async fn authorize<S: AuthStore>(
     if !active {
         return Err(unauthenticated(auth, &TokenError::PrincipalGone, true));
     }
+    // `None`: signed in is enough (a management token, no role).
     let requirement = match class {
-        Classified::Protected(requirement) => requirement,
+        Classified::Protected(requirement) => Some(requirement),
+        Classified::SignedIn => None,
         Classified::NoRoute => return Err(no_route(req.uri().path())),
         Classified::MethodNotAllowed { .. } => return Err(method_not_allowed(req.method())),
         Classified::Unclassified(reason) => {
@@ -184,35 +188,18 @@ async fn authorize<S: AuthStore>(
         }
         Classified::Public => return Ok(()),
     };
-    if audience != requirement.audience {
+    let needed = requirement
+        .as_ref()
+        .map_or(Audience::Management, |r| r.audience);
+    if audience != needed {
         let e = TokenError::WrongAudience {
             found: claims.aud.clone(),
-            expected: requirement.audience.canonical().to_string(),
+            expected: needed.canonical().to_string(),
         };
         return Err(unauthenticated(auth, &e, true));
     }
-    if !auth
-        .check(&claims.oid, &requirement)
-        .await
-        .map_err(store_failure)?
-    {
-        let what = requirement
-            .data_action
-            .as_deref()
-            .or(requirement.action.as_deref())
-            .unwrap_or("");
-        tracing::info!(principal_id = %claims.oid, action = %what, scope = %requirement.scope, "authorization denied");
-        return Err(arm_error(
-            StatusCode::FORBIDDEN,
-            "AuthorizationFailed",
-            &format!(
-                "The client '{oid}' with object id '{oid}' does not have authorization to perform \
-                 action '{what}' over scope '{scope}' or the scope is invalid. If access was \
-                 recently granted, please refresh your credentials.",
-                oid = claims.oid,
-                scope = requirement.scope
-            ),
-        ));
+    if let Some(requirement) = &requirement {
+        check_role(auth, &claims.oid, requirement).await?;
     }
     let kind = if auth.is_admin(&claims.oid) {
         PrincipalKind::LocalAdmin
@@ -227,6 +214,33 @@ async fn authorize<S: AuthStore>(
         audience,
     });
     Ok(())
+}
+
+/// Refuses with `AuthorizationFailed` unless a role of `oid` meets `requirement`.
+async fn check_role<S: AuthStore>(
+    auth: &Auth<S>,
+    oid: &str,
+    requirement: &Requirement,
+) -> Result<(), Response> {
+    if auth.check(oid, requirement).await.map_err(store_failure)? {
+        return Ok(());
+    }
+    let what = requirement
+        .data_action
+        .as_deref()
+        .or(requirement.action.as_deref())
+        .unwrap_or("");
+    tracing::info!(principal_id = %oid, action = %what, scope = %requirement.scope, "authorization denied");
+    Err(arm_error(
+        StatusCode::FORBIDDEN,
+        "AuthorizationFailed",
+        &format!(
+            "The client '{oid}' with object id '{oid}' does not have authorization to perform \
+             action '{what}' over scope '{scope}' or the scope is invalid. If access was \
+             recently granted, please refresh your credentials.",
+            scope = requirement.scope
+        ),
+    ))
 }
 
 fn no_route(path: &str) -> Response {

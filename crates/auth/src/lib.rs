@@ -27,7 +27,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, Header, Validation};
 
-pub use bootstrap::{fetch_token, load_local_admin, LocalCredential, ADMIN_FILE};
+pub use bootstrap::{fetch_token, fetch_token_with, load_local_admin, LocalCredential, ADMIN_FILE};
 pub use http::{AuthLayer, AuthService, OAuthError, Principal, PrincipalKind};
 pub use keys::{KeyStore, SigningKey, ALGORITHM};
 pub use permission::{

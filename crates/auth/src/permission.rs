@@ -89,6 +89,7 @@ fn is_public(segs: &[String]) -> bool {
         ["healthz"]
             | ["readyz"]
             | ["openapi.json"]
+            | ["metadata", "endpoints"]
             | [".well-known", ..]
             | ["oauth2", "token"]
             | ["oauth2", "v2.0", "token"]

@@ -23,6 +23,10 @@ pub enum Rule {
     /// A session-API token whose roles grant the Session Executor's data action, or the right to
     /// manage the pool (Owner, Contributor), at `scope` (the pool, as a template).
     Sessions { scope: String },
+    /// Any valid management token, no role: routes whose answer is filtered to what the caller
+    /// holds roles in (the subscription list) or holds nothing of any tenant's (the cloud's
+    /// resource providers). What the Azure CLI reads right after `az login`.
+    SignedIn,
 }
 
 impl Rule {
@@ -44,6 +48,8 @@ impl Rule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Classified {
     Public,
+    /// A valid management token suffices ([`Rule::SignedIn`]).
+    SignedIn,
     Protected(Requirement),
     /// The path matches no route: 404 (to an authenticated caller).
     NoRoute,
@@ -94,7 +100,7 @@ impl RouteRules {
             .into_iter()
             .filter(|(_, template, rule)| match rule {
                 None => true,
-                Some(Rule::Public) => false,
+                Some(Rule::Public | Rule::SignedIn) => false,
                 Some(Rule::Manage { scope, .. } | Rule::Sessions { scope }) => {
                     !placeholders(scope).all(|p| placeholders(template).any(|q| q == p))
                 }
@@ -133,6 +139,7 @@ impl RouteRules {
         };
         let (audience, scope, action, data_action) = match rule {
             Rule::Public => return Classified::Public,
+            Rule::SignedIn => return Classified::SignedIn,
             Rule::Manage { action, scope } => {
                 (Audience::Management, scope, Some(action.clone()), None)
             }

@@ -36,6 +36,11 @@ pub struct Global {
         default_value = "/var/lib/sandpool"
     )]
     pub data_dir: PathBuf,
+    /// PEM file of certificates to trust for an https endpoint, beside the system's store (e.g.
+    /// the `<data-dir>/tls/cert.pem` that `serve --tls-self-signed` writes; that one is trusted
+    /// without this flag when the data dir holds it).
+    #[arg(long, global = true, env = "SANDPOOL_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
     /// Subscription id (any UUID).
     #[arg(long, global = true, env = "SANDPOOL_SUBSCRIPTION", default_value = sandpool_client::DEFAULT_SUBSCRIPTION)]
     pub subscription: String,

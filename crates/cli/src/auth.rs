@@ -13,6 +13,7 @@ use sandpool_client::{ClientError, StaticToken, TokenSource};
 /// Tokens fetched from the server's token endpoint with the local admin's client credentials,
 /// cached per audience until shortly before they expire.
 struct LocalAdmin {
+    http: reqwest::Client,
     cred: LocalCredential,
     endpoint: String,
     cache: Mutex<HashMap<String, (String, u64)>>,
@@ -35,17 +36,22 @@ impl TokenSource for LocalAdmin {
                     }
                 }
             }
-            let t = sandpool_auth::fetch_token(&self.cred, Some(&self.endpoint), audience)
-                .await
-                .map_err(|e| {
-                    let e = e.to_string();
-                    // Same wording as the client's own connection errors.
-                    if e.contains("error sending request") {
-                        ClientError::Token(format!("cannot reach {}: {e}", self.endpoint))
-                    } else {
-                        ClientError::Token(e)
-                    }
-                })?;
+            let t = sandpool_auth::fetch_token_with(
+                &self.http,
+                &self.cred,
+                Some(&self.endpoint),
+                audience,
+            )
+            .await
+            .map_err(|e| {
+                let e = sandpool_client::with_tls_hint(e.to_string());
+                // Same wording as the client's own connection errors.
+                if e.contains("error sending request") {
+                    ClientError::Token(format!("cannot reach {}: {e}", self.endpoint))
+                } else {
+                    ClientError::Token(e)
+                }
+            })?;
             let token = t.access_token.expose().to_string();
             if let Ok(mut cache) = self.cache.lock() {
                 cache.insert(audience.to_string(), (token.clone(), t.expires_on));
@@ -60,6 +66,7 @@ pub fn token_source(
     access_token: Option<&str>,
     data_dir: &Path,
     endpoint: &str,
+    http: &reqwest::Client,
 ) -> Option<Arc<dyn TokenSource>> {
     if let Some(t) = given_token(access_token) {
         return Some(Arc::new(StaticToken::new(t)));
@@ -70,6 +77,7 @@ pub fn token_source(
     }
     match sandpool_auth::load_local_admin(data_dir) {
         Ok(cred) => Some(Arc::new(LocalAdmin {
+            http: http.clone(),
             cred,
             endpoint: endpoint.trim_end_matches('/').to_string(),
             cache: Mutex::new(HashMap::new()),
@@ -147,8 +155,9 @@ pub async fn token_command(
             (cred, "the local admin".to_owned())
         }
     };
-    let t = sandpool_auth::fetch_token(&cred, Some(endpoint), &args.resource)
+    let t = sandpool_auth::fetch_token_with(client.http(), &cred, Some(endpoint), &args.resource)
         .await
+        .map_err(|e| anyhow::anyhow!(sandpool_client::with_tls_hint(e.to_string())))
         .with_context(|| format!("getting a token for {what}"))?;
     Ok(serde_json::json!({
         "accessToken": t.access_token.expose(),

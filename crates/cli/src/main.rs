@@ -87,13 +87,38 @@ where
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
     rt.block_on(async {
         let mut client = Client::new(&g.endpoint)?.with_subscription(g.subscription.clone());
-        if let Some(source) =
-            auth::token_source(g.access_token.as_deref(), &g.data_dir, &g.endpoint)
-        {
+        if let Some(pem) = trusted_certificates(g)? {
+            client = client.with_ca_certificates(&pem)?;
+        }
+        if let Some(source) = auth::token_source(
+            g.access_token.as_deref(),
+            &g.data_dir,
+            &g.endpoint,
+            client.http(),
+        ) {
             client = client.with_token(source);
         }
         f(client).await
     })
+}
+
+/// The PEM of `--ca-cert`, else the local server's self-signed certificate when the endpoint is
+/// https and the data dir holds one (readable only to whoever may read the data dir).
+fn trusted_certificates(g: &Global) -> anyhow::Result<Option<Vec<u8>>> {
+    use anyhow::Context as _;
+    if let Some(path) = &g.ca_cert {
+        let pem =
+            std::fs::read(path).with_context(|| format!("reading --ca-cert {}", path.display()))?;
+        if let Err(e) = sandpool_client::parse_pem_bundle(&pem) {
+            anyhow::bail!("--ca-cert {}: {e}", path.display());
+        }
+        return Ok(Some(pem));
+    }
+    if !g.endpoint.trim().starts_with("https://") {
+        return Ok(None);
+    }
+    let local = g.data_dir.join(sandpool_server::SELF_SIGNED_CERT);
+    Ok(std::fs::read(local).ok())
 }
 
 /// `sandpool exec` exits with the command's status instead of printing a result.
@@ -123,11 +148,31 @@ fn run_client(g: &Global, command: Command) -> ExitCode {
     }
 }
 
+/// netlink-packet-route warns on every link dump of a kernel newer than itself (an
+/// `IFLA_INET6_CONF` longer than it knows): harmless, and printed on every start. Kept at error
+/// unless `RUST_LOG` names that crate itself.
+const QUIET_CRATES: &str = "netlink_packet_route=error";
+
+fn log_filter(rust_log: Option<&str>) -> String {
+    match rust_log.map(str::trim).filter(|f| !f.is_empty()) {
+        Some(f) if f.contains("netlink_packet_route") => f.to_owned(),
+        Some(f) => format!("{f},{QUIET_CRATES}"),
+        None => format!("info,{QUIET_CRATES}"),
+    }
+}
+
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let directives = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+        eprintln!("WARNING: RUST_LOG is not a valid filter ({e}); logging at info");
+        EnvFilter::new(format!("info,{QUIET_CRATES}"))
+    });
+    // Colours only for a person at a terminal: a file, journald or a collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -21,6 +21,7 @@ fn run(endpoint: &str, data_dir: &Path, args: &[&str]) -> Output {
         .env_remove("SANDPOOL_ACCESS_TOKEN")
         .env_remove("SANDPOOL_TOKEN")
         .env_remove("SANDPOOL_SUBSCRIPTION")
+        .env_remove("SANDPOOL_CA_CERT")
         .output()
         .expect("running the sandpool binary")
 }
@@ -814,4 +815,180 @@ fn serve_rejects_a_bad_retention_value() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("command-retention"));
+}
+
+/// Against `serve --tls-self-signed`: without trust every command fails and says which flag
+/// fixes it; with `--ca-cert` (or `SANDPOOL_CA_CERT`, or the data dir's own certificate) the
+/// same command works, its token fetched over the same trusted connection.
+#[tokio::test]
+async fn trusts_the_certificate_it_is_given() {
+    let server = TestServer::start_with(TestStore::Sqlite, |c| {
+        c.tls = sandpool_server::TlsMode::SelfSigned;
+    })
+    .await;
+    assert!(
+        server.base_url.starts_with("https://"),
+        "{}",
+        server.base_url
+    );
+    let cert = server
+        .data_dir
+        .path()
+        .join(sandpool_server::SELF_SIGNED_CERT);
+    // A copy of the admin credential without the certificate beside it: nothing to trust.
+    let bare = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        server.data_dir.path().join(sandpool_auth::ADMIN_FILE),
+        bare.path().join(sandpool_auth::ADMIN_FILE),
+    )
+    .unwrap();
+
+    let o = run(&server.base_url, bare.path(), &["group", "list"]);
+    assert!(!o.status.success(), "untrusted TLS worked: {}", stdout(&o));
+    assert!(
+        stderr(&o).contains("certificate") && stderr(&o).contains("--ca-cert"),
+        "{}",
+        stderr(&o)
+    );
+
+    let cert_arg = cert.to_str().unwrap();
+    let names = run_ok(
+        &server.base_url,
+        bare.path(),
+        &[
+            "--ca-cert",
+            cert_arg,
+            "group",
+            "list",
+            "--query",
+            "[].name",
+            "-o",
+            "tsv",
+        ],
+    );
+    assert_eq!(names.trim(), "default");
+
+    let o = Command::new(BIN)
+        .args(["--endpoint", &server.base_url, "--data-dir"])
+        .arg(bare.path())
+        .args(["token", "--query", "tokenType", "-o", "tsv"])
+        .env("SANDPOOL_CA_CERT", &cert)
+        .env_remove("SANDPOOL_ACCESS_TOKEN")
+        .env_remove("SANDPOOL_TOKEN")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "Bearer");
+
+    // The system's store, which `SSL_CERT_FILE` stands in for (no test may edit the host's).
+    let o = Command::new(BIN)
+        .args(["--endpoint", &server.base_url, "--data-dir"])
+        .arg(bare.path())
+        .args(["group", "list", "--query", "[].name", "-o", "tsv"])
+        .env("SSL_CERT_FILE", &cert)
+        .env_remove("SANDPOOL_ACCESS_TOKEN")
+        .env_remove("SANDPOOL_TOKEN")
+        .env_remove("SANDPOOL_CA_CERT")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "default");
+
+    // On the server's own host the data dir's certificate is trusted without a flag.
+    assert_eq!(
+        ok(
+            &server,
+            &["group", "list", "--query", "[].name", "-o", "tsv"]
+        )
+        .trim(),
+        "default"
+    );
+
+    // A file that is not a certificate is refused by name, before any request.
+    let junk = bare.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let o = run(
+        &server.base_url,
+        bare.path(),
+        &["--ca-cert", junk.to_str().unwrap(), "group", "list"],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("junk.pem"), "{}", stderr(&o));
+}
+
+/// Logs written to a pipe (a file, journald, a collector) carry no terminal colour codes, and
+/// the netlink crate's warning about a kernel newer than itself, which every start with egress
+/// printed, is not among them.
+#[test]
+fn serve_logs_plain_text_to_a_pipe() {
+    use std::io::{BufRead, BufReader};
+    let data = tempfile::tempdir().unwrap();
+    let mut settings = sandpool_server::testing::test_sandbox_settings();
+    let egress = sandpool_server::testing::test_egress_config();
+    settings.egress = Some(egress.clone());
+    let _host = HostGuard {
+        data_dir: data.path().to_path_buf(),
+        settings: settings.clone(),
+    };
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--egress-bridge"])
+        .arg(&egress.bridge)
+        .arg("--egress-subnet")
+        .arg(egress.subnet.to_string())
+        .arg("--cgroup-parent")
+        .arg(&settings.cgroup_parent)
+        .arg("--uid-base")
+        .arg(settings.uid_base.to_string())
+        .arg("--data-dir")
+        .arg(data.path())
+        .env_remove("SANDPOOL_DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning sandpool serve");
+    let mut guard = ChildGuard(Some(child));
+    let stderr_pipe = guard.0.as_mut().unwrap().stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains("sandpool serving"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => panic!(
+                "the server never said it was serving:\n{}",
+                lines.join("\n")
+            ),
+        }
+    }
+    // The bridge was set up (what printed the warning), so the filter was really exercised.
+    assert!(
+        std::path::Path::new("/sys/class/net")
+            .join(&egress.bridge)
+            .exists(),
+        "no bridge {}",
+        egress.bridge
+    );
+    let child = guard.0.as_mut().unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    lines.extend(rx.try_iter());
+    let text = lines.join("\n");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in piped logs:\n{text}"
+    );
+    assert!(!text.contains("IFLA_INET6_CONF"), "{text}");
+    assert!(text.contains(" INFO "), "{text}");
 }

@@ -7,8 +7,9 @@ pub enum ClientError {
     /// The server answered with an error body (or a long-running operation ended in failure).
     #[error("{}: {}", .0.code, .0.message)]
     Api(ApiError),
-    /// The request did not get an answer.
-    #[error("cannot reach {url}: {source}")]
+    /// The request did not get an answer. The message names the innermost cause (a refused
+    /// connection, an untrusted certificate) since reqwest's own says only "error sending request".
+    #[error("cannot reach {url}: {}", transport_cause(.source))]
     Transport {
         url: String,
         #[source]
@@ -30,6 +31,32 @@ pub enum ClientError {
     /// A long-running operation did not finish within the polling timeout.
     #[error("gave up waiting for the operation at {url}")]
     Timeout { url: String },
+}
+
+/// `source` and its causes, outermost first, each once, with a hint when the cause is a
+/// certificate the client does not trust.
+fn transport_cause(source: &reqwest::Error) -> String {
+    let mut parts = vec![source.to_string()];
+    let mut cause = std::error::Error::source(source);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = c.source();
+    }
+    with_tls_hint(parts.join(": "))
+}
+
+/// `message`, with how to trust the server's certificate when it says that was the problem.
+pub fn with_tls_hint(mut message: String) -> String {
+    if message.contains("certificate") && !message.contains("--ca-cert") {
+        message.push_str(
+            " (trust the server's certificate with --ca-cert FILE or SANDPOOL_CA_CERT; \
+             `serve --tls-self-signed` writes it to <data-dir>/tls/cert.pem)",
+        );
+    }
+    message
 }
 
 impl ClientError {

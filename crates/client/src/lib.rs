@@ -26,7 +26,7 @@ use reqwest::{Method, Url};
 use serde_json::Value;
 
 pub use arm::RawResponse;
-pub use error::ClientError;
+pub use error::{with_tls_hint, ClientError};
 pub use pools::PoolSpec;
 pub use sandpool_api::{ApiError, Resource, API_VERSION};
 pub use sessions::{
@@ -39,6 +39,29 @@ pub const DEFAULT_SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
 
 /// Header a client sets so its request can be found in the server's logs.
 pub const CLIENT_REQUEST_ID: &str = "x-ms-client-request-id";
+
+/// An HTTP client trusting the system's certificate store, the bundled web roots and `extra`.
+pub fn http_client(extra: &[reqwest::Certificate]) -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+    for cert in extra {
+        builder = builder.add_root_certificate(cert.clone());
+    }
+    builder
+        .build()
+        .map_err(|e| ClientError::InvalidArgument(format!("cannot build an HTTP client: {e}")))
+}
+
+/// The certificates of a PEM bundle; an error when it holds none.
+pub fn parse_pem_bundle(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| ClientError::InvalidArgument(format!("not a PEM certificate bundle: {e}")))?;
+    if certs.is_empty() {
+        return Err(ClientError::InvalidArgument(
+            "the PEM bundle holds no certificate".into(),
+        ));
+    }
+    Ok(certs)
+}
 
 /// A connection to one sandpool endpoint. Cheap to clone.
 #[derive(Clone)]
@@ -81,12 +104,7 @@ impl Client {
         }
         url.set_query(None);
         url.set_fragment(None);
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| {
-                ClientError::InvalidArgument(format!("cannot build an HTTP client: {e}"))
-            })?;
+        let http = http_client(&[])?;
         Ok(Self {
             http,
             endpoint: url,
@@ -96,6 +114,19 @@ impl Client {
             poll_interval: Duration::from_secs(1),
             poll_timeout: Duration::from_secs(15 * 60),
         })
+    }
+
+    /// Also trusts the certificates of a PEM bundle (e.g. a server's self-signed certificate),
+    /// beside the system's store and the bundled web roots.
+    pub fn with_ca_certificates(mut self, pem: &[u8]) -> Result<Self, ClientError> {
+        self.http = http_client(&parse_pem_bundle(pem)?)?;
+        Ok(self)
+    }
+
+    /// The HTTP client this client sends with (same trust), for requests outside the API such
+    /// as the token endpoint.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// Sends `Authorization: Bearer …` from `source` on every request.

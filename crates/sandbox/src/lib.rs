@@ -26,8 +26,10 @@ use std::time::{Duration, SystemTime};
 pub use client::{Execution, FileStream, Sandbox};
 pub use report::{host_report, HostCheck, HostReport};
 pub use runtime::{Runtime, SweepReport};
-/// Syscall numbers every sandbox's seccomp filter refuses with EPERM (besides `clone` and
-/// `unshare` asking for a new user namespace).
+/// The seccomp policy every sandbox runs under, as data (for tests and audits).
+pub use seccomp::policy as seccomp_policy;
+/// Syscall numbers every sandbox's seccomp filter refuses with EPERM (besides the calls it
+/// decides on their arguments, [`seccomp_policy::CONDITIONAL`]).
 pub use seccomp::DENIED as DENIED_SYSCALLS;
 
 /// Configuration of a [`Runtime`].

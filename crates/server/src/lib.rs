@@ -7,6 +7,7 @@
 
 pub mod arm;
 pub mod auth;
+mod cloud;
 pub mod http;
 pub mod metrics;
 mod ops;
@@ -20,6 +21,7 @@ pub mod store_commands;
 mod store_sessions;
 pub mod testing;
 mod tls;
+pub use tls::{SELF_SIGNED_CERT, SELF_SIGNED_KEY};
 
 use anyhow::Context as _;
 use axum::extract::DefaultBodyLimit;
@@ -146,6 +148,7 @@ pub(crate) fn now_rfc3339() -> String {
 pub fn all_routes() -> routes::Routes {
     let r = routes::Routes::default();
     let r = ops::routes(r);
+    let r = cloud::routes(r);
     let r = arm::resource_groups::routes(r);
     let r = arm::tracked::routes(r);
     let r = arm::deployments::routes(r);

@@ -38,8 +38,22 @@ fn canonical(seg: &str, words: &[&'static str]) -> Option<&'static str> {
     words.iter().find(|w| w.eq_ignore_ascii_case(seg)).copied()
 }
 
-/// Rewrites keyword segments of `path` to canonical casing.
+/// Rewrites keyword segments of `path` to canonical casing, and runs of `/` to one (the Azure
+/// CLI asks for `https://host//metadata/endpoints` when the cloud's URL ends with a slash).
 pub fn normalize(path: &str) -> Cow<'_, str> {
+    if path.contains("//") {
+        let mut collapsed = String::with_capacity(path.len());
+        for c in path.chars() {
+            if !(c == '/' && collapsed.ends_with('/')) {
+                collapsed.push(c);
+            }
+        }
+        return Cow::Owned(normalize_keywords(&collapsed).into_owned());
+    }
+    normalize_keywords(path)
+}
+
+fn normalize_keywords(path: &str) -> Cow<'_, str> {
     let mut segs: Vec<Cow<'_, str>> = path.split('/').map(Cow::Borrowed).collect();
     let mut changed = false;
     let mut set = |segs: &mut Vec<Cow<'_, str>>, i: usize, word: &'static str| {
@@ -112,6 +126,15 @@ mod tests {
         assert_eq!(
             normalize("/subscriptions/s/resourcegroups/rg/sessionpools/p/EXECUTIONS"),
             "/subscriptions/s/resourceGroups/rg/sessionPools/p/executions"
+        );
+    }
+
+    #[test]
+    fn repeated_slashes_collapse() {
+        assert_eq!(normalize("//metadata/endpoints"), "/metadata/endpoints");
+        assert_eq!(
+            normalize("/subscriptions//s/resourcegroups"),
+            "/subscriptions/s/resourceGroups"
         );
     }
 

@@ -344,6 +344,18 @@ impl Store {
             .collect()
     }
 
+    /// The subscriptions that hold any resource (lower-cased), sorted.
+    pub async fn subscriptions(&self) -> anyhow::Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT subscription FROM resources WHERE subscription <> '' ORDER BY subscription",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(sqlx::Row::try_get::<String, _>(r, 0)?))
+            .collect()
+    }
+
     /// Stores a write-only value that belongs to a resource (deleted with it).
     pub async fn put_secret(
         &self,

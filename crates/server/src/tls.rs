@@ -23,12 +23,21 @@ pub async fn from_files(cert: &Path, key: &Path) -> anyhow::Result<RustlsConfig>
         })
 }
 
+/// Where `--tls-self-signed` keeps its certificate, relative to the data dir: clients trust it
+/// with `sandpool --ca-cert`, `REQUESTS_CA_BUNDLE`, `curl --cacert`.
+pub const SELF_SIGNED_CERT: &str = "tls/cert.pem";
+/// Its private key (0600), relative to the data dir.
+pub const SELF_SIGNED_KEY: &str = "tls/key.pem";
+
 /// Reuses `<data-dir>/tls/{cert,key}.pem` when present so clients that pinned it keep working.
 pub async fn self_signed(data_dir: &Path, addr: SocketAddr) -> anyhow::Result<RustlsConfig> {
-    let dir = data_dir.join("tls");
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let (cert, key) = (
+        data_dir.join(SELF_SIGNED_CERT),
+        data_dir.join(SELF_SIGNED_KEY),
+    );
+    let dir = cert.parent().unwrap_or(data_dir);
     if !cert.exists() || !key.exists() {
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(dir)?;
         let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
         if !addr.ip().is_unspecified() && !addr.ip().is_loopback() {
             names.push(addr.ip().to_string());

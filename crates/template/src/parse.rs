@@ -1,5 +1,6 @@
 //! Template text → JSON value, tolerating the comments and trailing commas people write in
-//! templates.
+//! templates, and the bare (unquoted) property names ARM's lenient reader takes, which the Azure
+//! CLI relies on: it splices the template file into the request as `…, template:{…}}}`.
 //!
 //! Comments and trailing commas are blanked out with spaces (newlines kept) rather than removed,
 //! so the line and column serde_json reports point into the user's original text.
@@ -13,7 +14,8 @@ pub fn parse(text: &str) -> Result<Value, TemplateError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let blanked = blank_comments(text)?;
     let blanked = blank_trailing_commas(&blanked);
-    serde_json::from_str(&blanked).map_err(|e| {
+    let quoted = quote_bare_keys(&blanked);
+    serde_json::from_str(&quoted).map_err(|e| {
         TemplateError::invalid(format!(
             "template is not valid JSON at line {} column {}: {}",
             e.line(),
@@ -144,6 +146,60 @@ fn blank_trailing_commas(text: &str) -> String {
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
+/// Puts quotes around a bare identifier that stands where a property name goes (after `{` or
+/// `,`, before `:`). Only lines holding one shift by two columns per name.
+fn quote_bare_keys(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut key_position = false;
+    let mut i = 0;
+    let is_start = |b: u8| b.is_ascii_alphabetic() || b == b'_' || b == b'$';
+    let is_part = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            i += 1;
+            continue;
+        }
+        if key_position && is_start(b) {
+            let end = (i..bytes.len())
+                .find(|&j| !is_part(bytes[j]))
+                .unwrap_or(bytes.len());
+            let after = (end..bytes.len()).find(|&j| !bytes[j].is_ascii_whitespace());
+            if after.is_some_and(|j| bytes[j] == b':') {
+                out.push(b'"');
+                out.extend_from_slice(&bytes[i..end]);
+                out.push(b'"');
+                i = end;
+                key_position = false;
+                continue;
+            }
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b',' => key_position = true,
+            b' ' | b'\t' | b'\n' | b'\r' => {}
+            _ => key_position = false,
+        }
+        if b == b'"' {
+            key_position = false;
+        }
+        out.push(b);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +227,23 @@ mod tests {
     fn trailing_commas_are_tolerated() {
         let v = parse("{\"a\": [1, 2, ], \"b\": {\"c\": 1, // c\n }, }").unwrap();
         assert_eq!(v, json!({"a": [1, 2], "b": {"c": 1}}));
+    }
+
+    #[test]
+    fn bare_property_names_are_read_as_the_azure_cli_sends_them() {
+        let body = "{\"properties\": {\"mode\": \"Incremental\", template:{\n \"a\": [true, null, 1],\n $b_1 : \"x:y\"}}}";
+        let v = parse(body).unwrap();
+        assert_eq!(
+            v,
+            json!({"properties": {"mode": "Incremental", "template": {"a": [true, null, 1], "$b_1": "x:y"}}})
+        );
+        // Values stay values; a bare word that is no property name is still an error.
+        assert_eq!(
+            parse("{\"a\": [true, false]}").unwrap(),
+            json!({"a": [true, false]})
+        );
+        assert!(parse("{\"a\": nope}").is_err());
+        assert!(parse("{\"s\": \"{k: 1}\"}").unwrap()["s"] == "{k: 1}");
     }
 
     #[test]

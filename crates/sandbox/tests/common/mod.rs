@@ -115,3 +115,29 @@ pub async fn assert_default_signal_dispositions(sb: &Sandbox) {
         ["SigIgn:\t0000000000000000", "SigCgt:\t0000000000000000"]
     );
 }
+
+/// Runs `body` on each start path: inits forked by the zygote (`true`), then exec'd ones
+/// (`false`), each in a runtime of its own. `body` gets the runtime and the path it must take.
+pub async fn on_each_start_path<F, Fut>(name: &str, body: F)
+where
+    F: Fn(Runtime, bool) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    for zygote in [true, false] {
+        let mut env = env(&format!("{name}-{}", if zygote { "zy" } else { "ex" }));
+        env.cfg.zygote = zygote;
+        let body = body.clone();
+        with_env(env, move |cfg, _| async move {
+            let rt = Runtime::new(cfg).await.expect("runtime");
+            body(rt, zygote).await
+        })
+        .await;
+    }
+}
+
+/// Starts a sandbox on the path `on_each_start_path` named, and checks it took that path.
+pub async fn start_on_path(rt: &Runtime, zygote: bool) -> Sandbox {
+    let sb = start(rt).await;
+    assert_eq!(rt.zygote_pid().is_some(), zygote, "start path");
+    sb
+}

@@ -28,6 +28,17 @@ pub fn routes(r: Routes) -> Routes {
             true,
             put,
         )
+        // Validation reveals what a PUT would: the same right. Each resource is then checked as
+        // its own PUT would be (the plan step).
+        .rule(Rule::manage("Microsoft.Resources/deployments/write", ITEM))
+        .add(
+            Method::POST,
+            &format!("{ITEM}/validate"),
+            "Check a deployment as its PUT would, applying nothing".into(),
+            &[200, 400],
+            true,
+            validate_deployment,
+        )
         .rule(Rule::manage("Microsoft.Resources/deployments/read", ITEM))
         .add(
             Method::GET,
@@ -45,16 +56,65 @@ fn template_error(e: TemplateError) -> HttpError {
     HttpError(err)
 }
 
+/// A deployment checked and ready to apply: what `validate` answers and `put` applies.
+struct Plan {
+    target: Target,
+    group: crate::store::StoredResource,
+    parameters: serde_json::Value,
+    targets: Vec<Target>,
+    resources: Vec<sandpool_template::TemplateResource>,
+}
+
 async fn put(
     State(s): State<AppState>,
     p: Option<Extension<Principal>>,
     Path(t): Path<(String, String, String)>,
     RawBody(raw): RawBody,
 ) -> HttpResult<Response> {
+    let plan = plan(&s, p.as_deref(), t, &raw).await?;
+    apply(&s, p.as_deref(), plan).await
+}
+
+/// `POST …/deployments/{name}/validate` (what `az deployment group create` sends first): every
+/// check of a PUT, nothing applied.
+async fn validate_deployment(
+    State(s): State<AppState>,
+    p: Option<Extension<Principal>>,
+    Path(t): Path<(String, String, String)>,
+    RawBody(raw): RawBody,
+) -> HttpResult<Response> {
+    let plan = plan(&s, p.as_deref(), t, &raw).await?;
+    let validated: Vec<_> = plan
+        .targets
+        .iter()
+        .map(|t| json!({"id": t.id(&plan.group.name)}))
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "id": plan.target.id(&plan.group.name),
+            "name": plan.target.name,
+            "type": Kind::Deployment.full_type(),
+            "properties": {
+                "mode": "Incremental",
+                "provisioningState": "Succeeded",
+                "timestamp": super::now(),
+                "validatedResources": validated,
+            },
+        }),
+    ))
+}
+
+async fn plan(
+    s: &AppState,
+    p: Option<&Principal>,
+    t: (String, String, String),
+    raw: &[u8],
+) -> HttpResult<Plan> {
     let target = Target::new(Kind::Deployment, t);
     validate::subscription_id(&target.subscription)?;
     validate::deployment_name(&target.name)?;
-    let text = std::str::from_utf8(&raw)
+    let text = std::str::from_utf8(raw)
         .map_err(|_| ApiError::invalid_request_content("The request body is not UTF-8 text."))?;
     let doc = sandpool_template::parse(text).map_err(template_error)?;
     let req: DeploymentRequest = serde_json::from_value(doc).map_err(|e| {
@@ -72,7 +132,7 @@ async fn put(
         )
         .into());
     }
-    let group = require_group(&s, &target.subscription, &target.resource_group).await?;
+    let group = require_group(s, &target.subscription, &target.resource_group).await?;
     let ctx = Context {
         subscription_id: target.subscription.to_lowercase(),
         resource_group: group.name.clone(),
@@ -117,24 +177,39 @@ async fn put(
     // The auth layer only checked `deployments/write`: each resource needs what its own PUT
     // would, checked before anything is applied.
     for (i, t) in targets.iter().enumerate() {
-        crate::auth::check_write(&s, p.as_deref(), &t.id(&group.name), &t.kind.full_type())
+        crate::auth::check_write(s, p, &t.id(&group.name), &t.kind.full_type())
             .await
             .map_err(|mut e| {
                 e.0.target = Some(format!("resources[{i}]"));
                 e
             })?;
     }
+    Ok(Plan {
+        target,
+        group,
+        parameters,
+        targets,
+        resources,
+    })
+}
+
+async fn apply(s: &AppState, p: Option<&Principal>, plan: Plan) -> HttpResult<Response> {
+    let Plan {
+        target,
+        group,
+        parameters,
+        targets,
+        resources,
+    } = plan;
     let mut outputs = Vec::new();
     for (i, (t, r)) in targets.iter().zip(&resources).enumerate() {
-        let (value, _) = put_resource(&s, p.as_deref(), t, &r.body)
-            .await
-            .map_err(|mut e| {
-                e.0.target = Some(format!(
-                    "resources[{i}]{}",
-                    e.0.target.map(|t| format!(".{t}")).unwrap_or_default()
-                ));
-                e
-            })?;
+        let (value, _) = put_resource(s, p, t, &r.body).await.map_err(|mut e| {
+            e.0.target = Some(format!(
+                "resources[{i}]{}",
+                e.0.target.map(|t| format!(".{t}")).unwrap_or_default()
+            ));
+            e
+        })?;
         outputs.push(json!({"id": value["id"]}));
     }
 
@@ -153,9 +228,9 @@ async fn put(
             "outputResources": outputs,
             "correlationId": uuid::Uuid::new_v4().to_string(),
         },
-        "systemData": super::system_data(p.as_deref(), existing.as_ref().map(|e| &e.body)),
+        "systemData": super::system_data(p, existing.as_ref().map(|e| &e.body)),
     });
-    let created = store_resource(&s, &group, &target, envelope.clone(), existing.as_ref()).await?;
+    let created = store_resource(s, &group, &target, envelope.clone(), existing.as_ref()).await?;
     Ok(put_answer(created, &envelope))
 }
 
