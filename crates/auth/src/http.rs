@@ -2,14 +2,17 @@
 //! Azure-shaped error answers.
 
 use std::future::Future;
+
+use crate::Requirement;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, State};
+use axum::extract::{Form, MatchedPath, State};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, WWW_AUTHENTICATE};
-use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
@@ -17,7 +20,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tower::{Layer, Service};
 
-use crate::permission::{required_permission, Access, Audience};
+use crate::permission::{is_public_path, Audience};
+use crate::route_rules::{Classified, RouteRules};
 use crate::store::{AuthStore, StoreError};
 use crate::token::TokenError;
 use crate::{now_unix, Auth};
@@ -45,14 +49,20 @@ pub struct Principal {
     pub audience: Audience,
 }
 
-/// Tower layer enforcing authentication and authorisation on every route.
+/// Tower layer enforcing authentication and authorisation on every route. It must be applied
+/// with `Router::layer` (so it runs after routing and sees `MatchedPath`); it calls the inner
+/// service only for a route whose declaration in `rules` the caller meets.
 pub struct AuthLayer<S> {
     auth: Auth<S>,
+    rules: Arc<RouteRules>,
 }
 
 impl<S> AuthLayer<S> {
-    pub(crate) fn new(auth: Auth<S>) -> Self {
-        AuthLayer { auth }
+    pub(crate) fn new(auth: Auth<S>, rules: RouteRules) -> Self {
+        AuthLayer {
+            auth,
+            rules: Arc::new(rules),
+        }
     }
 }
 
@@ -60,6 +70,7 @@ impl<S> Clone for AuthLayer<S> {
     fn clone(&self) -> Self {
         AuthLayer {
             auth: self.auth.clone(),
+            rules: Arc::clone(&self.rules),
         }
     }
 }
@@ -70,14 +81,16 @@ impl<S, I> Layer<I> for AuthLayer<S> {
     fn layer(&self, inner: I) -> Self::Service {
         AuthService {
             auth: self.auth.clone(),
+            rules: Arc::clone(&self.rules),
             inner,
         }
     }
 }
 
-/// The service [`AuthLayer`] wraps around the app.
+/// The service [`AuthLayer`] wraps around each route.
 pub struct AuthService<S, I> {
     auth: Auth<S>,
+    rules: Arc<RouteRules>,
     inner: I,
 }
 
@@ -85,6 +98,7 @@ impl<S, I: Clone> Clone for AuthService<S, I> {
     fn clone(&self) -> Self {
         AuthService {
             auth: self.auth.clone(),
+            rules: Arc::clone(&self.rules),
             inner: self.inner.clone(),
         }
     }
@@ -109,8 +123,9 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let auth = self.auth.clone();
+        let rules = Arc::clone(&self.rules);
         Box::pin(async move {
-            match authorize(&auth, &mut req).await {
+            match authorize(&auth, &rules, &mut req).await {
                 Ok(()) => inner.call(req).await,
                 Err(denied) => Ok(denied),
             }
@@ -119,10 +134,29 @@ where
 }
 
 /// Decides one request; on success inserts [`Principal`], otherwise returns the answer.
-async fn authorize<S: AuthStore>(auth: &Auth<S>, req: &mut Request<Body>) -> Result<(), Response> {
-    let access = required_permission(req.method(), req.uri().path());
-    if access == Access::Public {
-        return Ok(());
+/// Order: classify by the matched route (no lookup), authenticate, then refuse what is no
+/// route, not served or not classified, and check the role for the rest.
+async fn authorize<S: AuthStore>(
+    auth: &Auth<S>,
+    rules: &RouteRules,
+    req: &mut Request<Body>,
+) -> Result<(), Response> {
+    let matched = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let class = rules.classify(req.method(), matched, req.uri().path());
+    match &class {
+        Classified::Public => return Ok(()),
+        Classified::MethodNotAllowed { public: true } => {
+            return Err(method_not_allowed(req.method()))
+        }
+        // A token endpoint under a tenant this server is not: an OAuth client sends no token,
+        // and the answer tells nothing a public route would not.
+        Classified::NoRoute if is_public_path(req.uri().path()) => {
+            return Err(no_route(req.uri().path()))
+        }
+        _ => {}
     }
     let token = bearer_token(req).map_err(|e| unauthenticated(auth, &e, false))?;
     let claims = auth
@@ -137,37 +171,35 @@ async fn authorize<S: AuthStore>(auth: &Auth<S>, req: &mut Request<Body>) -> Res
     if !active {
         return Err(unauthenticated(auth, &TokenError::PrincipalGone, true));
     }
-    if let Access::Protected(requirement) = &access {
-        if audience != requirement.audience {
-            let e = TokenError::WrongAudience {
-                found: claims.aud.clone(),
-                expected: requirement.audience.canonical().to_string(),
-            };
-            return Err(unauthenticated(auth, &e, true));
-        }
-        if !auth
-            .check(&claims.oid, requirement)
-            .await
-            .map_err(store_failure)?
-        {
-            let what = requirement
-                .data_action
-                .as_deref()
-                .or(requirement.action.as_deref())
-                .unwrap_or("");
-            tracing::info!(principal_id = %claims.oid, action = %what, scope = %requirement.scope, "authorization denied");
+    // `None`: signed in is enough (a management token, no role).
+    let requirement = match class {
+        Classified::Protected(requirement) => Some(requirement),
+        Classified::SignedIn => None,
+        Classified::NoRoute => return Err(no_route(req.uri().path())),
+        Classified::MethodNotAllowed { .. } => return Err(method_not_allowed(req.method())),
+        Classified::Unclassified(reason) => {
+            // A route that declares nothing is a defect of the server: refuse, and say so.
+            tracing::warn!(principal_id = %claims.oid, method = %req.method(), path = %req.uri().path(), %reason, "request refused: not classified");
             return Err(arm_error(
                 StatusCode::FORBIDDEN,
-                "AuthorizationFailed",
-                &format!(
-                    "The client '{oid}' with object id '{oid}' does not have authorization to perform \
-                     action '{what}' over scope '{scope}' or the scope is invalid. If access was \
-                     recently granted, please refresh your credentials.",
-                    oid = claims.oid,
-                    scope = requirement.scope
-                ),
+                "RequestNotClassified",
+                &format!("The request cannot be authorized: {reason}."),
             ));
         }
+        Classified::Public => return Ok(()),
+    };
+    let needed = requirement
+        .as_ref()
+        .map_or(Audience::Management, |r| r.audience);
+    if audience != needed {
+        let e = TokenError::WrongAudience {
+            found: claims.aud.clone(),
+            expected: needed.canonical().to_string(),
+        };
+        return Err(unauthenticated(auth, &e, true));
+    }
+    if let Some(requirement) = &requirement {
+        check_role(auth, &claims.oid, requirement).await?;
     }
     let kind = if auth.is_admin(&claims.oid) {
         PrincipalKind::LocalAdmin
@@ -182,6 +214,49 @@ async fn authorize<S: AuthStore>(auth: &Auth<S>, req: &mut Request<Body>) -> Res
         audience,
     });
     Ok(())
+}
+
+/// Refuses with `AuthorizationFailed` unless a role of `oid` meets `requirement`.
+async fn check_role<S: AuthStore>(
+    auth: &Auth<S>,
+    oid: &str,
+    requirement: &Requirement,
+) -> Result<(), Response> {
+    if auth.check(oid, requirement).await.map_err(store_failure)? {
+        return Ok(());
+    }
+    let what = requirement
+        .data_action
+        .as_deref()
+        .or(requirement.action.as_deref())
+        .unwrap_or("");
+    tracing::info!(principal_id = %oid, action = %what, scope = %requirement.scope, "authorization denied");
+    Err(arm_error(
+        StatusCode::FORBIDDEN,
+        "AuthorizationFailed",
+        &format!(
+            "The client '{oid}' with object id '{oid}' does not have authorization to perform \
+             action '{what}' over scope '{scope}' or the scope is invalid. If access was \
+             recently granted, please refresh your credentials.",
+            scope = requirement.scope
+        ),
+    ))
+}
+
+fn no_route(path: &str) -> Response {
+    arm_error(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!("No route matches the path '{path}'."),
+    )
+}
+
+fn method_not_allowed(method: &Method) -> Response {
+    arm_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        &format!("The method '{method}' is not allowed on this resource."),
+    )
 }
 
 fn bearer_token(req: &Request<Body>) -> Result<&str, TokenError> {
@@ -325,40 +400,70 @@ struct TokenForm {
     scope: Option<String>,
 }
 
-pub(crate) fn router<S: AuthStore>(auth: Auth<S>) -> Router {
-    let mut router = Router::new()
-        .route("/oauth2/token", post(token_endpoint::<S>))
-        .route("/oauth2/v2.0/token", post(token_endpoint::<S>))
-        .route("/.well-known/jwks.json", get(jwks::<S>))
-        .route(
-            "/.well-known/openid-configuration",
-            discovery::<S>("/oauth2/token".into()),
-        );
+/// One route of [`router`].
+enum Endpoint {
+    Token,
+    Jwks,
+    /// A discovery document naming this token endpoint path.
+    Discovery(String),
+}
+
+impl Endpoint {
+    fn method(&self) -> Method {
+        match self {
+            Endpoint::Token => Method::POST,
+            Endpoint::Jwks | Endpoint::Discovery(_) => Method::GET,
+        }
+    }
+}
+
+/// Every route of [`router`]: one list, so the public routes declared to the enforcement layer
+/// ([`public_routes`]) are exactly the ones served.
+fn endpoints(tenant_id: &str) -> Vec<(String, Endpoint)> {
+    let mut out = vec![
+        ("/oauth2/token".to_owned(), Endpoint::Token),
+        ("/oauth2/v2.0/token".to_owned(), Endpoint::Token),
+        ("/.well-known/jwks.json".to_owned(), Endpoint::Jwks),
+        (
+            "/.well-known/openid-configuration".to_owned(),
+            Endpoint::Discovery("/oauth2/token".into()),
+        ),
+    ];
     // MSAL puts the tenant in the path. Spelled out statically (this tenant, `common`,
     // `organizations`) rather than as `/{tenant}/…`, which would clash with a server's
     // root catch-all route.
-    for tenant in [
-        auth.tenant_id().to_string(),
-        "common".into(),
-        "organizations".into(),
-    ] {
-        router = router
-            .route(
-                &format!("/{tenant}/oauth2/token"),
-                post(token_endpoint::<S>),
-            )
-            .route(
-                &format!("/{tenant}/oauth2/v2.0/token"),
-                post(token_endpoint::<S>),
-            )
-            .route(
-                &format!("/{tenant}/.well-known/openid-configuration"),
-                discovery::<S>(format!("/{tenant}/oauth2/token")),
-            )
-            .route(
-                &format!("/{tenant}/v2.0/.well-known/openid-configuration"),
-                discovery::<S>(format!("/{tenant}/oauth2/v2.0/token")),
-            );
+    for tenant in [tenant_id, "common", "organizations"] {
+        out.push((format!("/{tenant}/oauth2/token"), Endpoint::Token));
+        out.push((format!("/{tenant}/oauth2/v2.0/token"), Endpoint::Token));
+        out.push((
+            format!("/{tenant}/.well-known/openid-configuration"),
+            Endpoint::Discovery(format!("/{tenant}/oauth2/token")),
+        ));
+        out.push((
+            format!("/{tenant}/v2.0/.well-known/openid-configuration"),
+            Endpoint::Discovery(format!("/{tenant}/oauth2/v2.0/token")),
+        ));
+    }
+    out
+}
+
+/// (method, path) of every route [`router`] serves; all are public.
+pub(crate) fn public_routes(tenant_id: &str) -> Vec<(Method, String)> {
+    endpoints(tenant_id)
+        .into_iter()
+        .map(|(path, e)| (e.method(), path))
+        .collect()
+}
+
+pub(crate) fn router<S: AuthStore>(auth: Auth<S>) -> Router {
+    let mut router = Router::new();
+    for (path, endpoint) in endpoints(auth.tenant_id()) {
+        let method_router: MethodRouter<Auth<S>> = match endpoint {
+            Endpoint::Token => post(token_endpoint::<S>),
+            Endpoint::Jwks => get(jwks::<S>),
+            Endpoint::Discovery(token_path) => discovery::<S>(token_path),
+        };
+        router = router.route(&path, method_router);
     }
     router.with_state(auth)
 }

@@ -2,9 +2,9 @@
 //!
 //! Owns: the token signing keys in `<data-dir>/keys/`, the local admin credential
 //! (`<data-dir>/admin.json`), JWT issuance and validation, client secrets (generation and
-//! hashing), the built-in roles and role-assignment evaluation, the mapping of every API
-//! route to the permission it needs ([`required_permission`]), and the axum layer plus the
-//! small router (token endpoint, JWKS, OpenID discovery) that enforce and serve all that.
+//! hashing), the built-in roles and role-assignment evaluation, the per-route declarations of
+//! what each route needs ([`Rule`], [`RouteRules`]), and the axum layer plus the small router
+//! (token endpoint, JWKS, OpenID discovery) that enforce and serve all that.
 //!
 //! Does not own: storage. The server implements [`AuthStore`] over its tables (identities,
 //! role assignments) and wires [`Auth::layer`] and [`Auth::router`] into its app. This
@@ -15,6 +15,7 @@ mod http;
 mod keys;
 mod permission;
 mod roles;
+mod route_rules;
 mod secret;
 mod store;
 mod token;
@@ -30,14 +31,15 @@ pub use bootstrap::{fetch_token, fetch_token_with, load_local_admin, LocalCreden
 pub use http::{AuthLayer, AuthService, OAuthError, Principal, PrincipalKind};
 pub use keys::{KeyStore, SigningKey, ALGORITHM};
 pub use permission::{
-    is_public_path, required_permission, Access, Audience, Requirement, DYNAMIC_SESSIONS_AUDIENCE,
-    MANAGEMENT_AUDIENCE, MANAGEMENT_AUDIENCE_LEGACY,
+    is_public_path, Audience, Requirement, DYNAMIC_SESSIONS_AUDIENCE, MANAGEMENT_AUDIENCE,
+    MANAGEMENT_AUDIENCE_LEGACY,
 };
 pub use roles::{
     action_matches, built_in_roles, find_role, is_allowed, normalize_scope, role_definitions_list,
     scope_covers, RoleDefinition, AKS_CLUSTER_ADMIN, CONTRIBUTOR, OWNER, READER,
     RUN_COMMAND_ACTION, SESSION_EXECUTE_DATA_ACTION, SESSION_EXECUTOR,
 };
+pub use route_rules::{fill_scope, route_params, Classified, RouteRules, Rule};
 pub use secret::{generate_client_secret, Secret, SecretHash};
 pub use store::{AuthStore, ClientCredential, RoleAssignment, StoreError};
 pub use token::{AccessToken, Claims, TokenError};
@@ -413,9 +415,15 @@ impl<S: AuthStore> Auth<S> {
         Ok(token)
     }
 
-    /// The enforcement layer; put it on the whole app (it lets public routes through).
-    pub fn layer(&self) -> AuthLayer<S> {
-        AuthLayer::new(self.clone())
+    /// The enforcement layer over `rules` (the declaration of every served route, including
+    /// [`Auth::public_routes`]); put it on the whole app with `Router::layer`.
+    pub fn layer(&self, rules: RouteRules) -> AuthLayer<S> {
+        AuthLayer::new(self.clone(), rules)
+    }
+
+    /// (method, path) of every route [`Auth::router`] serves: all public.
+    pub fn public_routes(&self) -> Vec<(axum::http::Method, String)> {
+        http::public_routes(self.tenant_id())
     }
 
     /// Token endpoints, JWKS and OpenID discovery; merge into the app.

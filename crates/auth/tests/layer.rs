@@ -367,12 +367,13 @@ async fn management_and_run_command_routes() {
             format!("{}?api-version=2025-01-01", pool_id("missing")),
             404,
         ),
+        // No route: a token is needed to learn that, and no handler runs.
         (
-            "unknown path needs only a token",
+            "unknown path answers 404 to a caller with a token",
             &t_exec,
             Method::GET,
             "/not-an-api-route".to_string(),
-            200,
+            404,
         ),
     ];
     for (name, token, method, path, status) in rows {
@@ -403,12 +404,12 @@ async fn local_admin_is_owner_everywhere_and_gets_tokens_without_configuration()
         .unwrap();
     let data = sandpool_auth::fetch_token(&admin, None, DYN).await.unwrap();
     assert_eq!(data.resource, DYNAMIC_SESSIONS_AUDIENCE);
-    for (token, path) in [
-        (&mgmt, format!("{SUB}/providers/Microsoft.Authorization/roleAssignments?api-version=2022-04-01")),
-        (&mgmt, "/subscriptions/another-sub/resourcegroups/x?api-version=2021-04-01".to_string()),
-        (&data, format!("{SUB}/resourceGroups/any/sessionPools/any/executions?api-version=2025-02-02-preview")),
+    for (token, method, path) in [
+        (&mgmt, Method::PUT, format!("{SUB}/providers/Microsoft.Authorization/roleAssignments?api-version=2022-04-01")),
+        (&mgmt, Method::PUT, "/subscriptions/another-sub/resourceGroups/x?api-version=2021-04-01".to_string()),
+        (&data, Method::POST, format!("{SUB}/resourceGroups/any/sessionPools/any/executions?api-version=2025-02-02-preview")),
     ] {
-        let (got, _, body) = call(&srv.base, Method::PUT, &path, Some(&format!("Bearer {}", token.access_token.expose()))).await;
+        let (got, _, body) = call(&srv.base, method, &path, Some(&format!("Bearer {}", token.access_token.expose()))).await;
         assert_eq!(got, 200, "{path}: {body}");
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(json["principal"], admin.principal_id);

@@ -20,7 +20,7 @@ use axum::response::Response;
 use axum::Router;
 use sandpool_api::ApiError;
 use sandpool_auth::{
-    Audience, AuthConfig, AuthStore, ClientCredential, RoleAssignment, SecretHash, StoreError,
+    Audience, AuthConfig, AuthStore, ClientCredential, RoleAssignment, Rule, SecretHash, StoreError,
 };
 use serde_json::{json, Value};
 use sqlx::Row;
@@ -238,13 +238,19 @@ fn check_keys(
     Ok(())
 }
 
-/// The token endpoints merged in and every route behind the enforcement layer. Handlers see
-/// the caller as [`Principal`] (the server's view of `sandpool_auth::Principal`).
-pub fn layer(router: Router<AppState>, auth: &ServerAuth) -> Router<AppState> {
+/// The token endpoints merged in and every route behind the enforcement layer, which lets a
+/// request through only as `rules` (see [`crate::route_rules`]) declare for the route that
+/// matched. Handlers see the caller as [`Principal`] (the server's view of
+/// `sandpool_auth::Principal`).
+pub fn layer(
+    router: Router<AppState>,
+    auth: &ServerAuth,
+    rules: sandpool_auth::RouteRules,
+) -> Router<AppState> {
     router
         .merge(auth.router().with_state(()))
         .layer(axum::middleware::map_request(adopt_principal))
-        .layer(auth.layer())
+        .layer(auth.layer(rules))
 }
 
 async fn adopt_principal(mut req: Request) -> Request {
@@ -261,6 +267,8 @@ async fn adopt_principal(mut req: Request) -> Request {
     }
     req
 }
+
+const IDENTITY: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}";
 
 /// Documents the token endpoints (served by `sandpool-auth`'s router) and adds the identity
 /// secret reset.
@@ -286,9 +294,13 @@ pub fn routes(r: Routes) -> Routes {
         &[200],
         false,
     )
+    .rule(Rule::manage(
+        "Microsoft.ManagedIdentity/userAssignedIdentities/resetClientSecret/action",
+        IDENTITY,
+    ))
     .add(
         Method::POST,
-        "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}/resetClientSecret",
+        &format!("{IDENTITY}/resetClientSecret"),
         "Issue a new client secret for an identity (the previous one stops working)".into(),
         &[200, 404],
         false,

@@ -12,66 +12,78 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::Extension;
 use sandpool_api::ApiError;
-use sandpool_auth::AuthStore as _;
+use sandpool_auth::{AuthStore as _, Rule};
 use serde_json::{json, Value};
 
 pub fn routes(r: Routes) -> Routes {
-    r.add(
-        Method::GET,
-        "/metadata/endpoints",
-        "Cloud metadata: the endpoints and token audiences of this server, as Azure's".into(),
-        &[200],
-        false,
-        metadata_endpoints,
-    )
-    .add(
-        Method::GET,
-        "/subscriptions",
-        "The subscriptions of this server".into(),
-        &[200],
-        false,
-        list_subscriptions,
-    )
-    .add(
-        Method::GET,
-        "/subscriptions/{subscriptionId}",
-        "One subscription (every UUID is one)".into(),
-        &[200, 404],
-        false,
-        get_subscription,
-    )
-    .add(
-        Method::GET,
-        "/subscriptions/{subscriptionId}/providers",
-        "The resource providers of this server, all registered".into(),
-        &[200],
-        false,
-        list_providers,
-    )
-    .add(
-        Method::GET,
-        "/subscriptions/{subscriptionId}/providers/{namespace}",
-        "One resource provider, with its resource types and their api-versions".into(),
-        &[200, 404],
-        false,
-        get_provider,
-    )
-    .add(
-        Method::POST,
-        "/subscriptions/{subscriptionId}/providers/{namespace}/register",
-        "Register a resource provider (every one is always registered)".into(),
-        &[200, 404],
-        false,
-        get_provider,
-    )
-    .add(
-        Method::GET,
-        "/tenants",
-        "The tenant of this server".into(),
-        &[200],
-        false,
-        list_tenants,
-    )
+    r.rule(Rule::Public)
+        .add(
+            Method::GET,
+            "/metadata/endpoints",
+            "Cloud metadata: the endpoints and token audiences of this server, as Azure's".into(),
+            &[200],
+            false,
+            metadata_endpoints,
+        )
+        .rule(Rule::SignedIn)
+        .add(
+            Method::GET,
+            "/subscriptions",
+            "The subscriptions of this server".into(),
+            &[200],
+            false,
+            list_subscriptions,
+        )
+        .rule(Rule::SignedIn)
+        .add(
+            Method::GET,
+            "/subscriptions/{subscriptionId}",
+            "One subscription (every UUID is one)".into(),
+            &[200, 404],
+            false,
+            get_subscription,
+        )
+        .rule(Rule::SignedIn)
+        .add(
+            Method::GET,
+            "/subscriptions/{subscriptionId}/providers",
+            "The resource providers of this server, all registered".into(),
+            &[200],
+            false,
+            list_providers,
+        )
+        .rule(Rule::SignedIn)
+        .add(
+            Method::GET,
+            "/subscriptions/{subscriptionId}/providers/{namespace}",
+            "One resource provider, with its resource types and their api-versions".into(),
+            &[200, 404],
+            false,
+            get_provider,
+        )
+        // Registering changes nothing here, but it is a write in Azure: a role that may act on the
+        // subscription (Contributor, Owner).
+        .rule(Rule::manage(
+            "Microsoft.Resources/subscriptions/providers/register/action",
+            "/subscriptions/{subscriptionId}",
+        ))
+        .add(
+            Method::POST,
+            "/subscriptions/{subscriptionId}/providers/{namespace}/register",
+            "Register a resource provider (every one is always registered)".into(),
+            &[200, 404],
+            false,
+            get_provider,
+        )
+        .rule(Rule::SignedIn)
+        .add(
+            Method::GET,
+            "/tenants",
+            "The tenant of this server".into(),
+            &[200],
+            false,
+            list_tenants,
+        )
 }
 
 /// The document Azure Resource Manager serves at `/metadata/endpoints`, for this server: it is

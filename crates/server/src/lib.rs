@@ -153,17 +153,38 @@ pub fn all_routes() -> routes::Routes {
     let r = arm::tracked::routes(r);
     let r = arm::deployments::routes(r);
     let r = arm::operations::routes(r);
-    let r = sessions::routes(r);
+    // The session data plane: every route below a pool's management endpoint takes a session
+    // token with the Session Executor's data action (or the right to manage the pool) there.
+    let r = r.with_rule(
+        sandpool_auth::Rule::sessions(
+            "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.App/sessionPools/{poolName}",
+        ),
+        sessions::routes,
+    );
     let r = runcommand::routes(r);
     let r = auth::routes(r);
     arm::authorization::routes(r)
 }
 
+/// What the enforcement layer knows: the rule every served route declared in `routes`, and the
+/// token endpoints of crates/auth (public). Tests generate their authorization matrix from it.
+pub fn route_rules(routes: &routes::Routes, auth: &auth::ServerAuth) -> sandpool_auth::RouteRules {
+    let mut rules = routes.rules();
+    for (method, path) in auth.public_routes() {
+        rules.declare(method, &path, Some(sandpool_auth::Rule::Public));
+    }
+    rules
+}
+
 /// The one place the authentication/authorisation layer goes (crates/auth): it runs after path
 /// normalisation and the conventions middleware (so 401/403 carry the conventions too), before
 /// any handler, and inserts a [`Principal`] extension.
-fn auth_layer(router: Router<AppState>, auth: &auth::ServerAuth) -> Router<AppState> {
-    auth::layer(router, auth)
+fn auth_layer(
+    router: Router<AppState>,
+    auth: &auth::ServerAuth,
+    rules: sandpool_auth::RouteRules,
+) -> Router<AppState> {
+    auth::layer(router, auth, rules)
 }
 
 /// Builds the state and the router (without path normalisation; see [`service`]).
@@ -195,20 +216,29 @@ pub async fn build_app(
         pools,
         auth,
     };
-    let router = layered(routes.router, &state).with_state(state.clone());
+    let rules = route_rules(&routes, &state.auth);
+    let router = layered(routes.router, &state, rules).with_state(state.clone());
     Ok((state, router))
 }
 
 /// The fallback and the layers every route runs under, innermost first: auth, catch-panic (so a
 /// panic still gets the conventions), conventions, body limit.
-fn layered(router: Router<AppState>, state: &AppState) -> Router<AppState> {
-    auth_layer(router.fallback(arm::authorization::fallback), &state.auth)
-        .layer(CatchPanicLayer::custom(http::panic_response))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            http::conventions,
-        ))
-        .layer(DefaultBodyLimit::max(state.body_limit))
+fn layered(
+    router: Router<AppState>,
+    state: &AppState,
+    rules: sandpool_auth::RouteRules,
+) -> Router<AppState> {
+    auth_layer(
+        router.fallback(arm::authorization::fallback),
+        &state.auth,
+        rules,
+    )
+    .layer(CatchPanicLayer::custom(http::panic_response))
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        http::conventions,
+    ))
+    .layer(DefaultBodyLimit::max(state.body_limit))
 }
 
 /// The request rewrite applied before routing.
@@ -436,9 +466,16 @@ mod tests {
         async fn boom() -> &'static str {
             panic!("handler exploded")
         }
+        let mut rules = sandpool_auth::RouteRules::default();
+        rules.declare(
+            axum::http::Method::GET,
+            "/boom",
+            Some(sandpool_auth::Rule::manage("boom/read", "/")),
+        );
         let router = layered(
             Router::new().route("/boom", axum::routing::get(boom)),
             &state,
+            rules,
         )
         .with_state(state);
         let req = axum::http::Request::get("/boom?api-version=2024-01-01")

@@ -8,41 +8,46 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sandpool_api::ApiError;
+use sandpool_auth::Rule;
 use serde_json::json;
 
 pub fn routes(r: Routes) -> Routes {
-    r.add(
-        Method::GET,
-        "/healthz",
-        "Liveness".into(),
-        &[200],
-        false,
-        || async { json(StatusCode::OK, &json!({"status": "ok"})) },
-    )
-    .add(
-        Method::GET,
-        "/readyz",
-        "Readiness: the store answers".into(),
-        &[200, 503],
-        false,
-        readyz,
-    )
-    .add(
-        Method::GET,
-        "/metrics",
-        "Prometheus metrics".into(),
-        &[200],
-        false,
-        metrics,
-    )
-    .add(
-        Method::GET,
-        "/openapi.json",
-        "This OpenAPI document".into(),
-        &[200],
-        false,
-        openapi,
-    )
+    r.rule(Rule::Public)
+        .add(
+            Method::GET,
+            "/healthz",
+            "Liveness".into(),
+            &[200],
+            false,
+            || async { json(StatusCode::OK, &json!({"status": "ok"})) },
+        )
+        .rule(Rule::Public)
+        .add(
+            Method::GET,
+            "/readyz",
+            "Readiness: the store answers".into(),
+            &[200, 503],
+            false,
+            readyz,
+        )
+        .rule(Rule::manage("Microsoft.Insights/metrics/read", "/"))
+        .add(
+            Method::GET,
+            "/metrics",
+            "Prometheus metrics".into(),
+            &[200],
+            false,
+            metrics,
+        )
+        .rule(Rule::Public)
+        .add(
+            Method::GET,
+            "/openapi.json",
+            "This OpenAPI document".into(),
+            &[200],
+            false,
+            openapi,
+        )
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {

@@ -1,11 +1,14 @@
-//! The route table: every route is registered together with its documentation, so the OpenAPI
-//! document (`/openapi.json`, built with utoipa's builders) cannot drift from what is served.
+//! The route table: every route is registered together with its documentation and its
+//! authorization rule, so neither the OpenAPI document (`/openapi.json`, built with utoipa's
+//! builders) nor the enforcement layer (crates/auth, which reads the rule of the route that
+//! matched) can drift from what is served. A route registered without a rule is refused.
 
 use crate::AppState;
 use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{on, MethodFilter};
 use axum::Router;
+use sandpool_auth::{RouteRules, Rule};
 use utoipa::openapi::path::{
     HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
 };
@@ -22,12 +25,20 @@ pub struct RouteDoc {
     pub summary: String,
     pub statuses: Vec<u16>,
     pub has_body: bool,
+    /// What a caller needs; `None`: declared nothing (the layer refuses it).
+    pub rule: Option<Rule>,
+    /// Served by this router (`false`: documented only, served by another router).
+    pub served: bool,
 }
 
-/// Routes plus their documentation.
+/// Routes plus their documentation and rules.
 pub struct Routes {
     pub router: Router<AppState>,
     pub docs: Vec<RouteDoc>,
+    /// The rule of the next [`Routes::add`] ([`Routes::rule`]).
+    next_rule: Option<Rule>,
+    /// The rule of every [`Routes::add`] inside [`Routes::with_rule`] that names none itself.
+    group_rule: Option<Rule>,
 }
 
 impl Default for Routes {
@@ -35,6 +46,8 @@ impl Default for Routes {
         Self {
             router: Router::new(),
             docs: Vec::new(),
+            next_rule: None,
+            group_rule: None,
         }
     }
 }
@@ -52,7 +65,31 @@ fn filter(m: &Method) -> MethodFilter {
 }
 
 impl Routes {
-    /// Registers `handler` for `method path` and documents it.
+    /// The rule of the route the next [`Routes::add`] registers: `r.rule(…).add(…)`.
+    pub fn rule(mut self, rule: Rule) -> Self {
+        self.next_rule = Some(rule);
+        self
+    }
+
+    /// Registers the routes `add` adds with `rule` (unless one names its own): for a module
+    /// whose every route needs the same, such as the session data plane.
+    pub fn with_rule(mut self, rule: Rule, add: impl FnOnce(Routes) -> Routes) -> Self {
+        let outer = self.group_rule.replace(rule);
+        let mut r = add(self);
+        r.group_rule = outer;
+        r
+    }
+
+    /// The declaration of every served route, for the enforcement layer.
+    pub fn rules(&self) -> RouteRules {
+        let mut rules = RouteRules::default();
+        for d in self.docs.iter().filter(|d| d.served) {
+            rules.declare(d.method.clone(), &d.path, d.rule.clone());
+        }
+        rules
+    }
+
+    /// Registers `handler` for `method path` with the pending rule and documents it.
     pub fn add<H, T>(
         mut self,
         method: Method,
@@ -67,17 +104,21 @@ impl Routes {
         T: 'static,
     {
         self.router = self.router.route(path, on(filter(&method), handler));
+        let rule = self.next_rule.take().or_else(|| self.group_rule.clone());
         self.docs.push(RouteDoc {
             method,
             path: path.to_owned(),
             summary,
             statuses: statuses.to_vec(),
             has_body,
+            rule,
+            served: true,
         });
         self
     }
 
-    /// Documents a route served by the fallback dispatcher.
+    /// Documents a route another router serves (the token endpoints of crates/auth, which
+    /// declares them itself).
     pub fn doc(
         mut self,
         method: Method,
@@ -92,6 +133,8 @@ impl Routes {
             summary: summary.to_owned(),
             statuses: statuses.to_vec(),
             has_body,
+            rule: None,
+            served: false,
         });
         self
     }

@@ -14,6 +14,7 @@ use axum::http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use sandpool_api::{bodies, ApiError};
+use sandpool_auth::{Rule, RUN_COMMAND_ACTION};
 use sandpool_runcommand::{
     decode_context, new_job_id, valid_job_id, ClusterSettings, CommandJob, CommandResult,
     CommandRunner, CommandState, CommandStore, RunError, RunnerConfig,
@@ -91,22 +92,25 @@ pub async fn start(state: &AppState, config: &ServeConfig) -> anyhow::Result<()>
 const CLUSTER: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ContainerService/managedClusters/{name}";
 
 pub fn routes(r: Routes) -> Routes {
-    r.add(
-        Method::POST,
-        &format!("{CLUSTER}/runCommand"),
-        "Run a command in a fresh sandbox of a managed cluster (poll the Location)".into(),
-        &[202, 400, 404, 503],
-        true,
-        run_command,
-    )
-    .add(
-        Method::GET,
-        &format!("{CLUSTER}/commandResults/{{commandId}}"),
-        "The result of a command (202 while it runs)".into(),
-        &[200, 202, 404],
-        false,
-        command_result,
-    )
+    // Submitting and reading results both need the run command action at the cluster.
+    r.rule(Rule::manage(RUN_COMMAND_ACTION, CLUSTER))
+        .add(
+            Method::POST,
+            &format!("{CLUSTER}/runCommand"),
+            "Run a command in a fresh sandbox of a managed cluster (poll the Location)".into(),
+            &[202, 400, 404, 503],
+            true,
+            run_command,
+        )
+        .rule(Rule::manage(RUN_COMMAND_ACTION, CLUSTER))
+        .add(
+            Method::GET,
+            &format!("{CLUSTER}/commandResults/{{commandId}}"),
+            "The result of a command (202 while it runs)".into(),
+            &[200, 202, 404],
+            false,
+            command_result,
+        )
 }
 
 type P3 = Path<(String, String, String)>;

@@ -309,6 +309,48 @@ pub fn admin_token(
         .to_owned()
 }
 
+/// Every row the server keeps about resources and their use (resources, secrets, operations,
+/// sessions, executions, command results), one string per row in a stable order: tests compare
+/// two snapshots to prove a refused request changed nothing.
+pub async fn store_snapshot(database_url: &str) -> Vec<String> {
+    use sqlx::Row;
+    let store = crate::store::Store::open(database_url)
+        .await
+        .expect("opening the store for a snapshot");
+    let mut rows = Vec::new();
+    for (table, order) in [
+        ("resources", "id_key"),
+        ("secrets", "resource_key, name"),
+        ("operations", "id"),
+        ("sessions", "pool_key, identifier"),
+        ("executions", "pool_key, identifier, id"),
+        ("command_results", "id"),
+    ] {
+        // Every column as text, so one query shape fits every table and both databases.
+        let sql = format!("SELECT * FROM {table} ORDER BY {order}");
+        let found = sqlx::query(&sql)
+            .fetch_all(store.pool())
+            .await
+            .unwrap_or_else(|e| panic!("reading {table}: {e}"));
+        for row in found {
+            let mut line = format!("{table}:");
+            for i in 0..row.len() {
+                let v: Option<String> = row
+                    .try_get::<Option<String>, _>(i)
+                    .or_else(|_| {
+                        row.try_get::<Option<i64>, _>(i)
+                            .map(|v| v.map(|n| n.to_string()))
+                    })
+                    .unwrap_or_else(|e| panic!("{table} column {i}: {e}"));
+                line.push_str(&format!(" {v:?}"));
+            }
+            rows.push(line);
+        }
+    }
+    store.close().await;
+    rows
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.halt(Stop::Kill);

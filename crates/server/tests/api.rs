@@ -842,7 +842,8 @@ async fn operations_endpoints(store: TestStore) {
         "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}",
         "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.App/sessionPools/{name}",
         "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Resources/deployments/{name}",
-        "{scope}/providers/Microsoft.Authorization/roleAssignments/{roleAssignmentName}",
+        "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Authorization/roleAssignments/{roleAssignmentName}",
+        "/providers/Microsoft.Authorization/roleDefinitions",
     ] {
         assert!(paths.contains_key(p), "{p} missing from openapi");
     }

@@ -613,6 +613,7 @@ async fn denial_table(store: TestStore) {
         .await;
     doc.assert_status(200);
     let paths = doc.json["paths"].as_object().expect("paths");
+    let signed_in = signed_in_routes(&api);
     let mut swept = 0;
     for (template, item) in paths {
         let path = concrete_path(template);
@@ -620,6 +621,9 @@ async fn denial_table(store: TestStore) {
         for (method, _) in item.as_object().expect("path item") {
             let method: Method = method.to_uppercase().parse().expect("method");
             let what = format!("{method} {template}");
+            if signed_in.contains(&(method.clone(), template.clone())) {
+                continue; // any valid token passes: route_matrix checks what each one sees
+            }
             let url = api.url(&path);
             if public {
                 // Token endpoints answer OAuth errors, not the Azure body `raw` checks for.
@@ -667,8 +671,19 @@ async fn denial_table(store: TestStore) {
     }
 }
 
+/// Routes any valid management token may call (their answers are filtered to the caller).
+fn signed_in_routes(api: &Api) -> Vec<(Method, String)> {
+    sandpool_server::route_rules(&sandpool_server::all_routes(), api.srv.auth())
+        .entries()
+        .into_iter()
+        .filter(|(_, _, rule)| *rule == Some(sandpool_auth::Rule::SignedIn))
+        .map(|(m, t, _)| (m.as_str().parse().expect("method"), t))
+        .collect()
+}
+
 /// Routes API.md lets anyone call (matched on the end of a documented path).
 const PUBLIC_ROUTES: &[&str] = &[
+    "/metadata/endpoints",
     "/healthz",
     "/readyz",
     "/openapi.json",
@@ -946,7 +961,463 @@ async fn deployment_checks_each_resource(store: TestStore) {
         .assert_status(200);
 }
 
+/// Issue 11 §2: a resource named like a path keyword (`providers`, in any casing) once turned its
+/// routes into "any valid token will do". A caller with no role at all tries what was reproduced
+/// by hand: create group `providers`, create or delete a pool and an identity named so, reset such
+/// an identity's secret, run a command on such a cluster and read its results. Each is refused
+/// with 403 and nothing in the store changes.
+async fn keyword_names_do_not_lower_the_bar(store: TestStore) {
+    let api = Api::start(store).await;
+    api.group("rg1").await;
+    let nobody = create_identity(&api, "rg1", "nobody").await;
+    let victim = create_identity(&api, "rg1", "providers").await;
+    api.put(
+        &cluster_path("rg1", "providers"),
+        json!({"location": "westus", "properties": {"kubeconfig": "cluster-credential"}}),
+    )
+    .await
+    .assert_status(201);
+    let token = token_of(&api, &nobody, MANAGEMENT_AUDIENCE).await;
+    let before = sandpool_server::testing::store_snapshot(&api.srv.database_url).await;
+
+    let pool_body = json!({"location": "westus", "properties": {
+        "poolManagementType": "Dynamic", "containerType": "Shell",
+        "sessionNetworkConfiguration": {"status": "EgressDisabled"}}});
+    let attempts: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::PUT, rg_id("providers"), Some(json!({"location": "westus"}))),
+        (Method::PUT, format!("/subscriptions/{SUB}/resourcegroups/Providers"), Some(json!({"location": "westus"}))),
+        (Method::PUT, pool_path("rg1", "providers"), Some(pool_body.clone())),
+        (Method::PUT, format!("/subscriptions/{SUB}/resourceGroups/rg1/PROVIDERS/Microsoft.App/sessionPools/Providers"), Some(pool_body)),
+        (Method::PUT, identity_path("rg1", "providers"), Some(json!({"location": "westus"}))),
+        (Method::POST, format!("{}/resetClientSecret", identity_path("rg1", "providers")), None),
+        (Method::POST, format!("{}/runCommand", cluster_path("rg1", "providers")), Some(json!({"command": "cat /kubeconfig"}))),
+        (Method::GET, format!("{}/commandResults/abc123", cluster_path("rg1", "providers")), None),
+        (Method::DELETE, identity_path("rg1", "providers"), None),
+        (Method::DELETE, cluster_path("rg1", "providers"), None),
+    ];
+    let mut let_through = Vec::new();
+    for (method, path, body) in attempts {
+        let r = with_token(&api, method.clone(), &path, &token, body).await;
+        if r.status != 403 || r.json["error"]["code"] != "AuthorizationFailed" {
+            let_through.push(format!("{method} {path} -> {} {}", r.status, r.text));
+        }
+    }
+    assert!(
+        let_through.is_empty(),
+        "let through:\n{}",
+        let_through.join("\n")
+    );
+    let after = sandpool_server::testing::store_snapshot(&api.srv.database_url).await;
+    assert_eq!(before, after, "a refused request changed the store");
+    // The identity's own secret still works: nobody took it over.
+    token_of(&api, &victim, MANAGEMENT_AUDIENCE).await;
+}
+
+/// Names a path parameter takes in [`route_matrix`], chosen by the literal segment before it.
+fn matrix_value(previous: &str, pool: &str) -> String {
+    match previous {
+        "subscriptions" => SUB.into(),
+        "resourceGroups" => "rg1".into(),
+        "sessionPools" => pool.into(),
+        "managedClusters" => "c1".into(),
+        "deployments" => "d1".into(),
+        "userAssignedIdentities" => "id1".into(),
+        "roleAssignments" => uuid::Uuid::new_v4().to_string(),
+        "roleDefinitions" => sandpool_auth::READER.guid.into(),
+        "commandResults" => "abc123".into(),
+        "executions" => "x1".into(),
+        "operationResults" => "op1".into(),
+        "files" | "content" => "f.txt".into(),
+        "providers" => "Microsoft.App".into(),
+        other => panic!("no matrix value for a parameter after '{other}': extend matrix_value"),
+    }
+}
+
+/// `template` with each `{parameter}` replaced: by `fill(previous segment)`.
+fn fill_template(template: &str, fill: &dyn Fn(&str) -> String) -> String {
+    let segs: Vec<&str> = template.split('/').collect();
+    segs.iter()
+        .enumerate()
+        .map(|(i, seg)| {
+            if seg.starts_with('{') {
+                fill(if i > 0 { segs[i - 1] } else { "" })
+            } else {
+                (*seg).to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Resource names equal to path keywords: each must stay a name.
+const KEYWORD_NAMES: &[&str] = &[
+    "providers",
+    "Providers",
+    "PROVIDERS",
+    "subscriptions",
+    "resourceGroups",
+    "resourcegroups",
+    "Microsoft.App",
+    "Microsoft.Authorization",
+    "Microsoft.ContainerService",
+    "Microsoft.Resources",
+    "sessionPools",
+    "managedClusters",
+    "roleAssignments",
+    "runCommand",
+    "executions",
+];
+
+/// Issue 11 §2: an authorization matrix generated from the route table the enforcement layer
+/// uses (every route × method the server serves; a route without a declaration fails the test),
+/// for callers without a token, with the wrong audience, without a role, with a role at another
+/// scope, Reader (reads only), Session Executor (its pool's data plane only) and the admin, and
+/// with resource names equal to path keywords. The expectations come from API.md's contract
+/// (which plane, which method, where the role is), not from the declarations under test. No
+/// refusal changes the store.
+async fn route_matrix(store: TestStore) {
+    let api = Api::start(store).await;
+    api.group("rg1").await;
+    api.group("rg2").await;
+    create_pool(&api, "rg1", "pool1").await;
+    create_pool(&api, "rg1", "pool2").await;
+    create_identity(&api, "rg1", "id1").await;
+    api.put(
+        &cluster_path("rg1", "c1"),
+        json!({"location": "westus", "properties": {"kubeconfig": "matrix-kubeconfig"}}),
+    )
+    .await
+    .assert_status(201);
+    api.put(
+        &format!(
+            "{}/providers/Microsoft.Resources/deployments/d1",
+            rg_id("rg1")
+        ),
+        json!({"properties": {"mode": "Incremental", "template": {"resources": []}}}),
+    )
+    .await
+    .assert_status(201);
+
+    let nobody = create_identity(&api, "rg2", "nobody").await;
+    let elsewhere = create_identity(&api, "rg2", "elsewhere").await;
+    assign(&api, &rg_id("rg2"), "Owner", &elsewhere.principal_id).await;
+    let reader = create_identity(&api, "rg2", "reader").await;
+    assign(
+        &api,
+        &format!("/subscriptions/{SUB}"),
+        "Reader",
+        &reader.principal_id,
+    )
+    .await;
+    let executor = create_identity(&api, "rg2", "executor").await;
+    assign(
+        &api,
+        &pool_path("rg1", "pool1"),
+        SESSION_EXECUTOR,
+        &executor.principal_id,
+    )
+    .await;
+    let mut tokens = std::collections::HashMap::new();
+    for (name, id) in [
+        ("nobody", &nobody),
+        ("elsewhere", &elsewhere),
+        ("reader", &reader),
+        ("executor", &executor),
+    ] {
+        for aud in [MANAGEMENT_AUDIENCE, DYNAMIC_SESSIONS_AUDIENCE] {
+            tokens.insert((name, aud), token_of(&api, id, aud).await);
+        }
+    }
+    let admin = |aud: &str| {
+        sandpool_server::testing::admin_token(api.srv.auth(), api.srv.data_dir.path(), aud)
+    };
+
+    // The table the layer enforces, as the server builds it.
+    let rules = sandpool_server::route_rules(&sandpool_server::all_routes(), api.srv.auth());
+    assert_eq!(
+        rules.undeclared(),
+        Vec::<String>::new(),
+        "routes without a rule"
+    );
+    let routes: Vec<(Method, String)> = rules
+        .entries()
+        .into_iter()
+        .filter(|(_, _, rule)| {
+            !matches!(
+                rule,
+                Some(sandpool_auth::Rule::Public | sandpool_auth::Rule::SignedIn)
+            )
+        })
+        .map(|(m, t, _)| (m.as_str().parse().expect("method"), t))
+        .collect();
+    assert!(routes.len() >= 80, "only {} protected routes", routes.len());
+
+    let url = |path: &str, data_plane: bool| {
+        let q = if data_plane {
+            "?identifier=matrix-1"
+        } else {
+            ""
+        };
+        api.url(&format!("{path}{q}"))
+    };
+    let body = json!({});
+    let before = sandpool_server::testing::store_snapshot(&api.srv.database_url).await;
+    let mut signed_wrong: Vec<String> = Vec::new();
+    let check_signed = |r: &Resp, status: u16, code: &str, what: String| {
+        (r.status != status || (!code.is_empty() && r.json["error"]["code"] != code))
+            .then(|| format!("{what}: {} {}", r.status, r.text))
+    };
+    // Signed-in routes: a token is needed, of the management audience, and then each caller
+    // sees only the subscriptions it holds a role in (none for one without roles).
+    for (method, template) in signed_in_routes(&api) {
+        let path = fill_template(&template, &|prev| matrix_value(prev, "pool1"));
+        let u = api.url(&path);
+        let what = |who: &str| format!("{method} {template} / {who}");
+        let r = send_as(&api, method.clone(), &u, None, None).await;
+        signed_wrong.extend(check_signed(
+            &r,
+            401,
+            "InvalidAuthenticationToken",
+            what("no token"),
+        ));
+        let r = send_as(
+            &api,
+            method.clone(),
+            &u,
+            None,
+            Some(&admin(DYNAMIC_SESSIONS_AUDIENCE)),
+        )
+        .await;
+        signed_wrong.extend(check_signed(
+            &r,
+            401,
+            "InvalidAuthenticationToken",
+            what("wrong audience"),
+        ));
+        let r = send_as(
+            &api,
+            method.clone(),
+            &u,
+            None,
+            Some(&tokens[&("nobody", MANAGEMENT_AUDIENCE)]),
+        )
+        .await;
+        match template.as_str() {
+            "/subscriptions" => {
+                if r.status != 200 || r.json["value"] != json!([]) {
+                    signed_wrong.push(format!(
+                        "{} / nobody sees a subscription: {}",
+                        what(""),
+                        r.text
+                    ));
+                }
+            }
+            "/subscriptions/{subscriptionId}" => signed_wrong.extend(check_signed(
+                &r,
+                404,
+                "SubscriptionNotFound",
+                what("nobody"),
+            )),
+            _ => signed_wrong.extend(check_signed(&r, 200, "", what("nobody"))),
+        }
+    }
+    let subs = send_as(
+        &api,
+        Method::GET,
+        &api.url("/subscriptions"),
+        None,
+        Some(&tokens[&("reader", MANAGEMENT_AUDIENCE)]),
+    )
+    .await;
+    if subs.json["value"][0]["subscriptionId"] != SUB
+        || subs.json["value"].as_array().map(Vec::len) != Some(1)
+    {
+        signed_wrong.push(format!(
+            "the reader sees exactly its subscription: {}",
+            subs.text
+        ));
+    }
+    let mut wrong = Vec::new();
+    wrong.append(&mut signed_wrong);
+    let mut expect = |r: &Resp, status: u16, code: &str, what: String| {
+        if r.status != status || (!code.is_empty() && r.json["error"]["code"] != code) {
+            wrong.push(format!("{what}: {} {}", r.status, r.text));
+        }
+    };
+    for (method, template) in &routes {
+        // API.md: the data plane lives below a pool's management endpoint.
+        let data_plane = template.contains("/sessionPools/{poolName}");
+        let (aud, other_aud) = if data_plane {
+            (DYNAMIC_SESSIONS_AUDIENCE, MANAGEMENT_AUDIENCE)
+        } else {
+            (MANAGEMENT_AUDIENCE, DYNAMIC_SESSIONS_AUDIENCE)
+        };
+        let path = fill_template(template, &|prev| matrix_value(prev, "pool1"));
+        let u = url(&path, data_plane);
+        let what = |who: &str| format!("{method} {template} / {who}");
+        let send = |tok: Option<String>, u: String, m: Method| {
+            let body = body.clone();
+            let api = &api;
+            async move { send_as(api, m, &u, Some(&body), tok.as_deref()).await }
+        };
+        let r = send(None, u.clone(), method.clone()).await;
+        expect(&r, 401, "InvalidAuthenticationToken", what("no token"));
+        let r = send(Some(admin(other_aud)), u.clone(), method.clone()).await;
+        expect(
+            &r,
+            401,
+            "InvalidAuthenticationToken",
+            what("wrong audience"),
+        );
+        for who in ["nobody", "elsewhere"] {
+            let r = send(Some(tokens[&(who, aud)].clone()), u.clone(), method.clone()).await;
+            expect(&r, 403, "AuthorizationFailed", what(who));
+        }
+        // Reader reads management resources of its subscription, nothing else.
+        let reads = !data_plane
+            && *method == Method::GET
+            && template.starts_with("/subscriptions/{subscriptionId}")
+            && !template.contains("/commandResults/");
+        if !reads {
+            let r = send(
+                Some(tokens[&("reader", aud)].clone()),
+                u.clone(),
+                method.clone(),
+            )
+            .await;
+            expect(&r, 403, "AuthorizationFailed", what("reader"));
+        }
+        // The executor uses pool1's data plane only.
+        if data_plane {
+            let other = fill_template(template, &|prev| matrix_value(prev, "pool2"));
+            let r = send(
+                Some(tokens[&("executor", aud)].clone()),
+                url(&other, true),
+                method.clone(),
+            )
+            .await;
+            expect(&r, 403, "AuthorizationFailed", what("executor, other pool"));
+        } else {
+            let r = send(
+                Some(tokens[&("executor", aud)].clone()),
+                u.clone(),
+                method.clone(),
+            )
+            .await;
+            expect(&r, 403, "AuthorizationFailed", what("executor"));
+        }
+        if *method == Method::GET {
+            // HEAD is served by the GET handler; its answer has no body to check.
+            let head = api
+                .http
+                .head(&u)
+                .bearer_auth(&tokens[&("nobody", aud)])
+                .send()
+                .await
+                .expect("HEAD");
+            expect(&Resp::read(head).await, 403, "", what("nobody, HEAD"));
+        }
+        // Names equal to path keywords: everywhere, and below the reader's subscription.
+        for kw in KEYWORD_NAMES {
+            let everywhere = fill_template(template, &|_| kw.to_string());
+            let below = fill_template(template, &|prev| {
+                if prev == "subscriptions" {
+                    SUB.into()
+                } else {
+                    kw.to_string()
+                }
+            });
+            for (p, who) in [
+                (&everywhere, "nobody"),
+                (&below, "nobody"),
+                (&below, "elsewhere"),
+            ] {
+                let r = send(
+                    Some(tokens[&(who, aud)].clone()),
+                    url(p, data_plane),
+                    method.clone(),
+                )
+                .await;
+                expect(
+                    &r,
+                    403,
+                    "AuthorizationFailed",
+                    format!("{method} {p} / {who}"),
+                );
+            }
+            if !reads {
+                let r = send(
+                    Some(tokens[&("reader", aud)].clone()),
+                    url(&below, data_plane),
+                    method.clone(),
+                )
+                .await;
+                expect(
+                    &r,
+                    403,
+                    "AuthorizationFailed",
+                    format!("{method} {below} / reader"),
+                );
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    let after = sandpool_server::testing::store_snapshot(&api.srv.database_url).await;
+    assert_eq!(before, after, "a refused request changed the store");
+
+    // What each role does grant is let through (the handler answers, whatever it answers).
+    let mut refused = Vec::new();
+    for (method, template) in &routes {
+        let data_plane = template.contains("/sessionPools/{poolName}");
+        let aud = if data_plane {
+            DYNAMIC_SESSIONS_AUDIENCE
+        } else {
+            MANAGEMENT_AUDIENCE
+        };
+        let path = fill_template(template, &|prev| matrix_value(prev, "pool1"));
+        let reads = !data_plane
+            && *method == Method::GET
+            && template.starts_with("/subscriptions/{subscriptionId}")
+            && !template.contains("/commandResults/");
+        let mut callers = Vec::new();
+        if reads {
+            callers.push(("reader", tokens[&("reader", aud)].clone()));
+        }
+        if data_plane {
+            callers.push(("executor", tokens[&("executor", aud)].clone()));
+        }
+        // The admin last: it may delete what the others read.
+        if *method != Method::DELETE {
+            callers.push(("admin", admin(aud)));
+        }
+        for (who, tok) in callers {
+            let r = send_as(
+                &api,
+                method.clone(),
+                &url(&path, data_plane),
+                Some(&body),
+                Some(&tok),
+            )
+            .await;
+            if r.status == 401 || r.status == 403 {
+                refused.push(format!(
+                    "{method} {template} / {who}: {} {}",
+                    r.status, r.text
+                ));
+            }
+        }
+    }
+    assert!(refused.is_empty(), "refused:\n{}", refused.join("\n"));
+}
+
 both_stores!(
+    keyword_names_do_not_lower_the_bar,
+    route_matrix,
     tutorial_flow,
     token_endpoints_under_tenant_prefixes,
     denial_table,

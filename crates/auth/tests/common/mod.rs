@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::Request;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::any;
 use axum::{Json, Router};
 use sandpool_auth::{
     generate_client_secret, Auth, AuthConfig, AuthStore, ClientCredential, Principal,
-    RoleAssignment, RoleDefinition, Secret, StoreError,
+    RoleAssignment, RoleDefinition, RouteRules, Rule, Secret, StoreError, RUN_COMMAND_ACTION,
 };
 
 #[derive(Default)]
@@ -140,7 +140,8 @@ impl AuthStore for MemoryStore {
     }
 }
 
-/// A running server: the auth router merged into a small echo app, all behind the layer.
+/// A running server: the auth router merged into a small echo app whose routes declare their
+/// rules, all behind the layer.
 pub struct TestServer {
     pub base: String,
     pub auth: Auth<MemoryStore>,
@@ -169,6 +170,86 @@ async fn echo(req: Request) -> axum::response::Response {
     .into_response()
 }
 
+const RG: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}";
+
+/// The test app's routes (each answered by [`echo`]) and what each method of each requires,
+/// declared as the server declares its own.
+fn routes() -> Vec<(String, Vec<(Method, Rule)>)> {
+    let verbs = |action_of: &dyn Fn(&str) -> String, scope: &str| {
+        [
+            (Method::GET, "read"),
+            (Method::PUT, "write"),
+            (Method::PATCH, "write"),
+            (Method::POST, "write"),
+            (Method::DELETE, "delete"),
+        ]
+        .into_iter()
+        .map(|(m, v)| (m, Rule::manage(action_of(v), scope)))
+        .collect::<Vec<_>>()
+    };
+    let pool = format!("{RG}/providers/Microsoft.App/sessionPools/{{name}}");
+    let cluster = format!("{RG}/providers/Microsoft.ContainerService/managedClusters/{{name}}");
+    let assignments = |v: &str| format!("Microsoft.Authorization/roleAssignments/{v}");
+    vec![
+        ("/healthz".into(), vec![(Method::GET, Rule::Public)]),
+        ("/readyz".into(), vec![(Method::GET, Rule::Public)]),
+        ("/openapi.json".into(), vec![(Method::GET, Rule::Public)]),
+        (
+            "/metrics".into(),
+            vec![(
+                Method::GET,
+                Rule::manage("Microsoft.Insights/metrics/read", "/"),
+            )],
+        ),
+        (
+            RG.into(),
+            verbs(
+                &|v| format!("Microsoft.Resources/subscriptions/resourceGroups/{v}"),
+                RG,
+            ),
+        ),
+        (
+            pool.clone(),
+            verbs(&|v| format!("Microsoft.App/sessionPools/{v}"), &pool),
+        ),
+        (
+            cluster.clone(),
+            verbs(
+                &|v| format!("Microsoft.ContainerService/managedClusters/{v}"),
+                &cluster,
+            ),
+        ),
+        (
+            format!("{cluster}/runCommand"),
+            vec![(Method::POST, Rule::manage(RUN_COMMAND_ACTION, &cluster))],
+        ),
+        (
+            format!("{cluster}/commandResults/{{commandId}}"),
+            vec![(Method::GET, Rule::manage(RUN_COMMAND_ACTION, &cluster))],
+        ),
+        (
+            format!(
+                "{RG}/providers/Microsoft.Authorization/roleAssignments/{{roleAssignmentName}}"
+            ),
+            verbs(&assignments, RG),
+        ),
+        (
+            "/subscriptions/{subscriptionId}/providers/Microsoft.Authorization/roleAssignments"
+                .into(),
+            verbs(&assignments, "/subscriptions/{subscriptionId}"),
+        ),
+        (
+            format!("{RG}/sessionPools/{{poolName}}/executions"),
+            vec![(
+                Method::POST,
+                Rule::sessions(format!(
+                    "{RG}/providers/Microsoft.App/sessionPools/{{poolName}}"
+                )),
+            )],
+        ),
+    ]
+}
+
 pub async fn start() -> TestServer {
     start_with_dir(tempfile::tempdir().unwrap()).await
 }
@@ -178,10 +259,18 @@ pub async fn start_with_dir(data_dir: tempfile::TempDir) -> TestServer {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let store = MemoryStore::default();
     let auth = Auth::open(AuthConfig::new(data_dir.path(), &base), store.clone()).unwrap();
-    let app = Router::new()
-        .route("/{*path}", any(echo))
-        .merge(auth.router())
-        .layer(auth.layer());
+    let mut app = Router::new();
+    let mut rules = RouteRules::default();
+    for (template, methods) in routes() {
+        app = app.route(&template, any(echo));
+        for (method, rule) in methods {
+            rules.declare(method, &template, Some(rule));
+        }
+    }
+    for (method, path) in auth.public_routes() {
+        rules.declare(method, &path, Some(Rule::Public));
+    }
+    let app = app.merge(auth.router()).layer(auth.layer(rules));
     let task = tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });

@@ -1,159 +1,133 @@
 //! Role definitions (built-ins, read-only) and role assignments (stored resources) at any scope:
-//! `/`, a subscription, a resource group or a resource. Scopes of arbitrary depth do not fit the
-//! router's templates, so these paths are dispatched from the fallback, which also answers a GET
-//! of any stored resource by its id.
+//! `/`, a subscription, a resource group or a resource of a kind the server has. Each scope is a
+//! route template of its own, so their authorization is declared like every other route's.
 //!
 //! The built-in roles and the evaluation of assignments (who may do what) belong to
 //! crates/auth; this module stores and lists assignments (indexed for the auth lookups by
 //! [`crate::auth::index_resource`]) and serves crates/auth's role definitions.
 
-use super::{require_group, system_data};
-use crate::http::{
-    error_response, json, parse_json, put_answer, HttpResult, Query, RawBody, RouteTemplate,
-};
+use super::{require_group, system_data, Kind};
+use crate::http::{error_response, json, parse_json, put_answer, HttpResult, Query, RawBody};
 use crate::routes::Routes;
 use crate::store::{ListFilter, StoredResource};
 use crate::{AppState, Principal};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Extension;
 use sandpool_api::{validate, ApiError, List, RoleAssignmentProperties};
+use sandpool_auth::Rule;
 use serde_json::{json, Value};
 
 pub const ASSIGNMENT_TYPE: &str = "Microsoft.Authorization/roleAssignments";
 const ASSIGNMENTS: &str = "/providers/Microsoft.Authorization/roleAssignments";
 const DEFINITIONS: &str = "/providers/Microsoft.Authorization/roleDefinitions";
 
-pub fn routes(r: Routes) -> Routes {
-    let a = "{scope}/providers/Microsoft.Authorization/roleAssignments";
-    let d = "{scope}/providers/Microsoft.Authorization/roleDefinitions";
-    r.doc(
-        Method::PUT,
-        &format!("{a}/{{roleAssignmentName}}"),
-        "Create a role assignment at a scope",
-        &[201, 200, 400],
-        true,
-    )
-    .doc(
-        Method::GET,
-        &format!("{a}/{{roleAssignmentName}}"),
-        "Get a role assignment",
-        &[200, 404],
-        false,
-    )
-    .doc(
-        Method::DELETE,
-        &format!("{a}/{{roleAssignmentName}}"),
-        "Delete a role assignment",
-        &[200, 204],
-        false,
-    )
-    .doc(
-        Method::GET,
-        a,
-        "List role assignments at, above and below a scope ($filter=atScope(), principalId eq '…')",
-        &[200],
-        false,
-    )
-    .doc(
-        Method::GET,
-        d,
-        "List built-in role definitions ($filter=roleName eq '…')",
-        &[200],
-        false,
-    )
-    .doc(
-        Method::GET,
-        &format!("{d}/{{roleDefinitionId}}"),
-        "Get a role definition",
-        &[200, 404],
-        false,
-    )
-    .doc(
-        Method::GET,
-        "{resourceId}",
-        "Get any resource by its id",
-        &[200, 404],
-        false,
-    )
+/// The scopes role assignments and definitions are served at, as route templates: the root, a
+/// subscription, a resource group, and each kind of resource in a group. Each is a route of its
+/// own, so the enforcement layer knows the scope from the route that matched.
+fn scopes() -> Vec<String> {
+    let group = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}";
+    let mut out = vec![
+        String::new(),
+        "/subscriptions/{subscriptionId}".to_owned(),
+        group.to_owned(),
+    ];
+    for kind in Kind::TRACKED.into_iter().chain([Kind::Deployment]) {
+        out.push(format!(
+            "{group}/providers/{}/{}/{{name}}",
+            kind.namespace(),
+            kind.type_name()
+        ));
+    }
+    out
 }
 
-/// Dispatches scope-relative authorization paths and GET by id; anything else is 404.
-pub async fn fallback(
-    State(s): State<AppState>,
-    p: Option<Extension<Principal>>,
-    method: Method,
-    uri: Uri,
-    q: Query,
-    RawBody(body): RawBody,
-) -> Response {
-    let path = uri.path().trim_end_matches('/').to_owned();
-    let (template, result) = dispatch(&s, p.as_deref(), &method, &path, &q, &body).await;
-    let mut resp = match result {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    resp.extensions_mut()
-        .insert(RouteTemplate(template.to_owned()));
-    resp
+type Params = Path<Vec<(String, String)>>;
+
+/// The scope a request is at (`/` for the root), from the route's own parameters.
+fn scope_of(template: &str, params: &[(String, String)]) -> HttpResult<String> {
+    let scope = if template.is_empty() { "/" } else { template };
+    sandpool_auth::fill_scope(scope, params).ok_or_else(|| ApiError::internal().into())
 }
 
-async fn dispatch(
-    s: &AppState,
-    p: Option<&Principal>,
-    method: &Method,
-    path: &str,
-    q: &Query,
-    body: &[u8],
-) -> (&'static str, HttpResult<Response>) {
-    if let Some((scope, rest)) = split_at(path, ASSIGNMENTS) {
-        let t = "{scope}/providers/Microsoft.Authorization/roleAssignments";
-        return match (rest, method) {
-            ("", &Method::GET) => (t, list_assignments(s, scope, q).await),
-            ("", _) => (t, Err(ApiError::method_not_allowed(method.as_str()).into())),
-            (name, &Method::PUT) => (t, put_assignment(s, p, scope, name, body).await),
-            (name, &Method::GET) => (t, get_assignment(s, scope, name).await),
-            (name, &Method::DELETE) => (t, delete_assignment(s, scope, name).await),
-            _ => (t, Err(ApiError::method_not_allowed(method.as_str()).into())),
+fn param<'a>(params: &'a [(String, String)], name: &str) -> &'a str {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+pub fn routes(mut r: Routes) -> Routes {
+    for scope in scopes() {
+        let at = if scope.is_empty() {
+            "/".to_owned()
+        } else {
+            scope.clone()
         };
+        let a = format!("{scope}{ASSIGNMENTS}");
+        let one = format!("{a}/{{roleAssignmentName}}");
+        let d = format!("{scope}{DEFINITIONS}");
+        let assignments = |verb: &str| {
+            Rule::manage(
+                format!("Microsoft.Authorization/roleAssignments/{verb}"),
+                &at,
+            )
+        };
+        let definitions = Rule::manage("Microsoft.Authorization/roleDefinitions/read", &at);
+        let (s1, s2, s3, s4, s5, s6) = (
+            scope.clone(),
+            scope.clone(),
+            scope.clone(),
+            scope.clone(),
+            scope.clone(),
+            scope.clone(),
+        );
+        r = r
+            .rule(assignments("write"))
+            .add(Method::PUT, &one, "Create a role assignment at a scope".into(), &[201, 200, 400], true,
+                move |State(s): State<AppState>, p: Option<Extension<Principal>>, Path(params): Params, RawBody(body): RawBody| async move {
+                    let scope = scope_of(&s1, &params)?;
+                    put_assignment(&s, p.as_deref(), &scope, param(&params, "roleAssignmentName"), &body).await
+                })
+            .rule(assignments("read"))
+            .add(Method::GET, &one, "Get a role assignment".into(), &[200, 404], false,
+                move |State(s): State<AppState>, Path(params): Params| async move {
+                    let scope = scope_of(&s2, &params)?;
+                    get_assignment(&s, &scope, param(&params, "roleAssignmentName")).await
+                })
+            .rule(assignments("delete"))
+            .add(Method::DELETE, &one, "Delete a role assignment".into(), &[200, 204], false,
+                move |State(s): State<AppState>, Path(params): Params| async move {
+                    let scope = scope_of(&s3, &params)?;
+                    delete_assignment(&s, &scope, param(&params, "roleAssignmentName")).await
+                })
+            .rule(assignments("read"))
+            .add(Method::GET, &a, "List role assignments at, above and below a scope ($filter=atScope(), principalId eq '…')".into(), &[200], false,
+                move |State(s): State<AppState>, q: Query, Path(params): Params| async move {
+                    let scope = scope_of(&s4, &params)?;
+                    list_assignments(&s, &scope, &q).await
+                })
+            .rule(definitions.clone())
+            .add(Method::GET, &d, "List built-in role definitions ($filter=roleName eq '…')".into(), &[200], false,
+                move |q: Query, Path(params): Params| async move {
+                    let scope = scope_of(&s5, &params)?;
+                    definitions_answer(&scope, "", &q)
+                })
+            .rule(definitions)
+            .add(Method::GET, &format!("{d}/{{roleDefinitionId}}"), "Get a role definition".into(), &[200, 404], false,
+                move |q: Query, Path(params): Params| async move {
+                    let scope = scope_of(&s6, &params)?;
+                    definitions_answer(&scope, param(&params, "roleDefinitionId"), &q)
+                });
     }
-    if let Some((scope, rest)) = split_at(path, DEFINITIONS) {
-        let t = "{scope}/providers/Microsoft.Authorization/roleDefinitions";
-        if method != Method::GET {
-            return (t, Err(ApiError::method_not_allowed(method.as_str()).into()));
-        }
-        return (t, definitions(scope, rest, q));
-    }
-    if method == Method::GET && path.starts_with("/subscriptions/") {
-        match s.store.get(path).await {
-            Ok(Some(r)) => {
-                return (
-                    "{resourceId}",
-                    Ok(json(StatusCode::OK, &super::render(s, r.body))),
-                )
-            }
-            Ok(None) => {}
-            Err(e) => return ("{resourceId}", Err(e.into())),
-        }
-    }
-    (
-        "unmatched",
-        Ok(error_response(&ApiError::path_not_found(path))),
-    )
+    r
 }
 
-/// Splits `…{marker}[/name]` into (scope, name); `None` when `marker` is absent or the rest has
-/// more than one segment.
-fn split_at<'a>(path: &'a str, marker: &str) -> Option<(&'a str, &'a str)> {
-    let i = path.find(marker)?;
-    let rest = &path[i + marker.len()..];
-    let rest = match rest {
-        "" => "",
-        r if r.starts_with('/') && !r[1..].contains('/') => &r[1..],
-        _ => return None,
-    };
-    Some((&path[..i], rest))
+/// What no route matches. The enforcement layer answers such requests itself (after
+/// authentication) and never lets one through; this stays as the router's last resort.
+pub async fn fallback(uri: Uri) -> Response {
+    error_response(&ApiError::path_not_found(uri.path()))
 }
 
 /// Resolves a scope to its canonical id (`""` for the root), checking that it exists.
@@ -205,7 +179,7 @@ async fn resolve_scope(s: &AppState, scope: &str) -> HttpResult<(String, String,
     Ok((r.id, sub.to_lowercase(), group.name.to_lowercase()))
 }
 
-fn definitions(scope: &str, rest: &str, q: &Query) -> HttpResult<Response> {
+fn definitions_answer(scope: &str, rest: &str, q: &Query) -> HttpResult<Response> {
     if !rest.is_empty() {
         let r = sandpool_auth::find_role(rest)
             .filter(|r| r.guid.eq_ignore_ascii_case(rest))
@@ -511,26 +485,5 @@ mod tests {
         ));
         assert!(within("/subscriptions/a", "/"));
         assert!(!within("/subscriptions/ab", "/subscriptions/a"));
-        assert_eq!(
-            split_at(
-                "/subscriptions/x/providers/Microsoft.Authorization/roleAssignments/y",
-                ASSIGNMENTS
-            ),
-            Some(("/subscriptions/x", "y"))
-        );
-        assert_eq!(
-            split_at(
-                "/providers/Microsoft.Authorization/roleAssignments",
-                ASSIGNMENTS
-            ),
-            Some(("", ""))
-        );
-        assert_eq!(
-            split_at(
-                "/x/providers/Microsoft.Authorization/roleAssignments/y/z",
-                ASSIGNMENTS
-            ),
-            None
-        );
     }
 }

@@ -11,6 +11,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::Extension;
 use sandpool_api::{validate, ApiError, DeploymentRequest};
+use sandpool_auth::Rule;
 use sandpool_template::{Context, TemplateError};
 use serde_json::json;
 
@@ -18,30 +19,35 @@ const ITEM: &str =
     "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Resources/deployments/{name}";
 
 pub fn routes(r: Routes) -> Routes {
-    r.add(
-        Method::PUT,
-        ITEM,
-        "Deploy an ARM template into a resource group".into(),
-        &[200, 201],
-        true,
-        put,
-    )
-    .add(
-        Method::POST,
-        &format!("{ITEM}/validate"),
-        "Check a deployment as its PUT would, applying nothing".into(),
-        &[200, 400],
-        true,
-        validate_deployment,
-    )
-    .add(
-        Method::GET,
-        ITEM,
-        "Get a deployment".into(),
-        &[200, 404],
-        false,
-        get,
-    )
+    r.rule(Rule::manage("Microsoft.Resources/deployments/write", ITEM))
+        .add(
+            Method::PUT,
+            ITEM,
+            "Deploy an ARM template into a resource group".into(),
+            &[200, 201],
+            true,
+            put,
+        )
+        // Validation reveals what a PUT would: the same right. Each resource is then checked as
+        // its own PUT would be (the plan step).
+        .rule(Rule::manage("Microsoft.Resources/deployments/write", ITEM))
+        .add(
+            Method::POST,
+            &format!("{ITEM}/validate"),
+            "Check a deployment as its PUT would, applying nothing".into(),
+            &[200, 400],
+            true,
+            validate_deployment,
+        )
+        .rule(Rule::manage("Microsoft.Resources/deployments/read", ITEM))
+        .add(
+            Method::GET,
+            ITEM,
+            "Get a deployment".into(),
+            &[200, 404],
+            false,
+            get,
+        )
 }
 
 fn template_error(e: TemplateError) -> HttpError {

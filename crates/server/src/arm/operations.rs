@@ -11,12 +11,18 @@ use axum::http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use sandpool_api::{validate, ApiError, API_VERSION};
+use sandpool_auth::Rule;
 use serde_json::json;
 
 const ITEM: &str = "/subscriptions/{subscriptionId}/operationResults/{operationId}";
 
 pub fn routes(r: Routes) -> Routes {
-    r.add(
+    // Operations belong to the subscription (as ARM's do).
+    r.rule(Rule::manage(
+        "Microsoft.Resources/subscriptions/operationResults/read",
+        "/subscriptions/{subscriptionId}",
+    ))
+    .add(
         Method::GET,
         ITEM,
         "Poll a long-running operation".into(),

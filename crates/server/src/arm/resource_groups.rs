@@ -11,44 +11,54 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::Extension;
 use sandpool_api::{validate, ApiError, List};
+use sandpool_auth::Rule;
 use serde_json::{json, Value};
 
 pub const TYPE: &str = "Microsoft.Resources/resourceGroups";
 const ITEM: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}";
+const SUBSCRIPTION: &str = "/subscriptions/{subscriptionId}";
+
+fn action(verb: &str) -> String {
+    format!("Microsoft.Resources/subscriptions/resourceGroups/{verb}")
+}
 
 pub fn routes(r: Routes) -> Routes {
-    r.add(
-        Method::PUT,
-        ITEM,
-        "Create or update a resource group".into(),
-        &[200, 201],
-        true,
-        put,
-    )
-    .add(
-        Method::GET,
-        ITEM,
-        "Get a resource group".into(),
-        &[200, 404],
-        false,
-        get,
-    )
-    .add(
-        Method::DELETE,
-        ITEM,
-        "Delete a resource group and everything in it".into(),
-        &[202, 404],
-        false,
-        delete,
-    )
-    .add(
-        Method::GET,
-        "/subscriptions/{subscriptionId}/resourceGroups",
-        "List resource groups".into(),
-        &[200],
-        false,
-        list,
-    )
+    r.rule(Rule::manage(action("write"), ITEM))
+        .add(
+            Method::PUT,
+            ITEM,
+            "Create or update a resource group".into(),
+            &[200, 201],
+            true,
+            put,
+        )
+        .rule(Rule::manage(action("read"), ITEM))
+        .add(
+            Method::GET,
+            ITEM,
+            "Get a resource group".into(),
+            &[200, 404],
+            false,
+            get,
+        )
+        .rule(Rule::manage(action("delete"), ITEM))
+        .add(
+            Method::DELETE,
+            ITEM,
+            "Delete a resource group and everything in it".into(),
+            &[202, 404],
+            false,
+            delete,
+        )
+        .rule(Rule::manage(action("read"), SUBSCRIPTION))
+        .add(
+            Method::GET,
+            "/subscriptions/{subscriptionId}/resourceGroups",
+            "List resource groups".into(),
+            &[200],
+            false,
+            list,
+        )
 }
 
 /// Creates or updates a group; shared with the first-start defaults.

@@ -13,6 +13,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::Extension;
 use sandpool_api::{bodies, validate, ApiError, List};
+use sandpool_auth::Rule;
 use serde_json::{json, Value};
 
 type P3 = Path<(String, String, String)>;
@@ -35,33 +36,40 @@ pub fn routes(mut r: Routes) -> Routes {
             kind.type_name()
         );
         let label = kind.label();
+        let group_scope = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}";
+        let action = |verb: &str| format!("{}/{verb}", kind.full_type());
         r = r
+            .rule(Rule::manage(action("write"), &item))
             .add(Method::PUT, &item, format!("Create or replace a {label}"), &[200, 201], true,
                 move |State(s): State<AppState>, p: Option<Extension<Principal>>, Path(t): P3, JsonBody(body): JsonBody<Value>| async move {
                     let (value, created) = put_resource(&s, p.as_deref(), &Target::new(kind, t), &body).await?;
                     HttpResult::Ok(put_answer(created, &render(&s, value)))
                 })
+            .rule(Rule::manage(action("read"), &item))
             .add(Method::GET, &item, format!("Get a {label}"), &[200, 404], false,
                 move |State(s): State<AppState>, Path(t): P3| async move {
                     let r = get_resource(&s, &Target::new(kind, t)).await?;
                     HttpResult::Ok(json(StatusCode::OK, &render(&s, r.body)))
                 })
+            .rule(Rule::manage(action("delete"), &item))
             .add(Method::DELETE, &item, format!("Delete a {label}"), delete_statuses(kind), false,
                 move |State(s): State<AppState>, q: Query, Path(t): P3| async move {
                     delete(&s, &q, &Target::new(kind, t)).await
                 })
+            .rule(Rule::manage(action("read"), group_scope))
             .add(Method::GET, &by_group, format!("List the {label}s of a resource group"), &[200, 404], false,
                 move |State(s): State<AppState>, Path((sub, rg)): Path<(String, String)>| async move {
                     let group = require_group(&s, &sub, &rg).await?;
                     list(&s, kind, &sub, Some(&group.name)).await
                 })
+            .rule(Rule::manage(action("read"), "/subscriptions/{subscriptionId}"))
             .add(Method::GET, &by_sub, format!("List the {label}s of a subscription"), &[200], false,
                 move |State(s): State<AppState>, Path(sub): Path<String>| async move {
                     validate::subscription_id(&sub)?;
                     list(&s, kind, &sub, None).await
                 });
         if kind == Kind::SessionPool {
-            r = r.add(
+            r = r.rule(Rule::manage(action("write"), &item)).add(
                 Method::PATCH,
                 &item,
                 "Update a session pool (merge of properties)".to_owned(),
