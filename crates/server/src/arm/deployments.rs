@@ -1,6 +1,7 @@
 //! Deployments: an ARM template's resources applied in order through the same code as a direct
 //! PUT. The body is read raw and parsed with `sandpool_template::parse`, so templates with
-//! comments are accepted.
+//! comments are accepted. The deployment keeps (and answers) its parameters and outputs as ARM
+//! does: secure ones by type only, so a GET never returns a secret the template was given.
 
 use super::{get_resource, put_resource, require_group, store_resource, Kind, Target};
 use crate::http::{json, put_answer, HttpError, HttpResult, RawBody};
@@ -87,8 +88,10 @@ async fn put(
         .parameters
         .clone()
         .unwrap_or_else(|| json!({}));
-    let resources = sandpool_template::evaluate(&req.properties.template, &parameters, &ctx)
-        .map_err(template_error)?;
+    let deployment =
+        sandpool_template::evaluate_deployment(&req.properties.template, &parameters, &ctx)
+            .map_err(template_error)?;
+    let resources = deployment.resources;
 
     // Every resource is checked before any is applied, so an unsupported type leaves nothing
     // half-deployed.
@@ -149,7 +152,9 @@ async fn put(
             "mode": "Incremental",
             "provisioningState": "Succeeded",
             "timestamp": now,
-            "parameters": parameters,
+            // secureString/secureObject parameters and outputs: type only, never the value.
+            "parameters": deployment.parameters,
+            "outputs": deployment.outputs,
             "outputResources": outputs,
             "correlationId": uuid::Uuid::new_v4().to_string(),
         },
