@@ -1618,6 +1618,12 @@ async fn secure_deployment_parameters_stay_secret(store: TestStore) {
         .iter()
         .find(|r| r.starts_with("resources:") && r.contains("deployments/sec1"))
         .expect("the deployment is stored");
+    // The pool's secret value is kept (in the secrets table), through the PATCH too.
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("secrets:") && r.contains("poolSecrets") && r.contains(secret)),
+        "the pool's secret value was lost"
+    );
     let text =
         String::from_utf8_lossy(&logs.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
     for s in [secret, object_secret] {
