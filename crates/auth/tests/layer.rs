@@ -367,6 +367,14 @@ async fn management_and_run_command_routes() {
             format!("{}?api-version=2025-01-01", pool_id("missing")),
             404,
         ),
+        // A route without a rule is refused, whoever asks.
+        (
+            "a route without a rule is refused",
+            &t_contrib,
+            Method::GET,
+            "/undeclared".to_string(),
+            403,
+        ),
         // No route: a token is needed to learn that, and no handler runs.
         (
             "unknown path answers 404 to a caller with a token",
@@ -391,6 +399,19 @@ async fn management_and_run_command_routes() {
     }
     let (got, _, _) = call(&srv.base, Method::GET, "/metrics", None).await;
     assert_eq!(got, 401, "/metrics is not public");
+    for path in ["/undeclared", "/not-an-api-route"] {
+        let (got, _, body) = call(&srv.base, Method::GET, path, None).await;
+        assert_eq!(got, 401, "{path} without a token: {body}");
+    }
+    let (got, _, body) = call(
+        &srv.base,
+        Method::GET,
+        "/undeclared",
+        Some(&format!("Bearer {}", t_owner)),
+    )
+    .await;
+    assert_eq!(got, 403, "{body}");
+    assert!(body.contains("RequestNotClassified"), "{body}");
 }
 
 #[tokio::test]

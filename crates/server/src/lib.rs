@@ -8,6 +8,7 @@
 pub mod arm;
 pub mod auth;
 mod cloud;
+pub mod data_dir;
 pub mod http;
 pub mod metrics;
 mod ops;
@@ -290,8 +291,16 @@ impl Server {
     /// Opens the store (migrating it), creates the defaults, binds the listener.
     pub async fn bind(config: &ServeConfig) -> anyhow::Result<Self> {
         raise_open_file_limit();
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let url = match &config.database_url {
+            Some(u) => u.clone(),
+            None => Store::sqlite_url(&config.data_dir),
+        };
+        // 0700 / 0600 whatever the umask; the default database file is made 0600 before
+        // SQLite creates it (its -wal and -shm files take its mode).
+        let default_db = config.data_dir.join("sandpool.db");
+        let sqlite_file =
+            (url == Store::sqlite_url(&config.data_dir)).then_some(default_db.as_path());
+        data_dir::prepare(&config.data_dir, sqlite_file)?;
         let listener = std::net::TcpListener::bind(config.listen)
             .with_context(|| format!("binding {}", config.listen))?;
         listener.set_nonblocking(true)?;
@@ -312,10 +321,6 @@ impl Server {
                 format!("{}://{host}", if tls.is_some() { "https" } else { "http" })
             }
         };
-        let url = match &config.database_url {
-            Some(u) => u.clone(),
-            None => Store::sqlite_url(&config.data_dir),
-        };
         let store = Store::open(&url).await?;
         let sandboxes = sandboxes::Sandboxes::start(&config.data_dir, &config.sandbox).await;
         let auth = auth::open(&config.data_dir, &public_url, store.clone())?;
@@ -335,6 +340,9 @@ impl Server {
         // sweep destroys the sandboxes of commands a dead process left running.
         runcommand::start(&state, config).await?;
         // --- end Run Command runner.
+        // Everything the setup created (database, keys, admin credential, TLS) is checked once
+        // more before the first request.
+        data_dir::secure(&config.data_dir)?;
         Ok(Self {
             listener,
             local_addr,

@@ -1614,3 +1614,126 @@ async fn secrets_stay_out_of_logs(store: TestStore) {
 }
 
 both_stores!(secrets_stay_out_of_logs);
+
+/// Issue 11 §4: a deployment's `secureString`/`secureObject` parameters reach the resources
+/// that use them but are never answered (PUT or GET of the deployment), stored in the
+/// deployment's record, or logged. Outputs follow ARM: a secure output answers its type only.
+async fn secure_deployment_parameters_stay_secret(store: TestStore) {
+    let logs = captured_logs();
+    let api = Api::start(store).await;
+    api.group("rg1").await;
+    let (secret, object_secret) = ("pw-4b1d-clear-text", "obj-77aa-clear-text");
+    let dep = format!(
+        "{}/providers/Microsoft.Resources/deployments/sec1",
+        rg_id("rg1")
+    );
+    let body = json!({"properties": {"mode": "Incremental",
+    "template": {
+        "parameters": {
+            "password": {"type": "secureString"},
+            "settings": {"type": "secureObject"},
+            "poolName": {"type": "string"},
+        },
+        "resources": [{
+            "type": "Microsoft.App/sessionPools", "apiVersion": "2025-02-02-preview",
+            "name": "[parameters('poolName')]", "location": "westus",
+            "properties": {"poolManagementType": "Dynamic", "containerType": "Shell",
+                "sessionNetworkConfiguration": {"status": "EgressDisabled"},
+                "secrets": [{"name": "pw", "value": "[parameters('password')]"}]},
+        }],
+        "outputs": {
+            "password": {"type": "secureString", "value": "[parameters('password')]"},
+            "settings": {"type": "secureObject", "value": "[parameters('settings')]"},
+            "pool": {"type": "string", "value": "[parameters('poolName')]"},
+        },
+    },
+    "parameters": {
+        "password": {"value": secret},
+        "settings": {"value": {"token": object_secret}},
+        "poolName": {"value": "securepool"},
+    }}});
+    let put = api.put(&dep, body).await;
+    put.assert_status(201);
+    let get = api.get(&dep).await;
+    get.assert_status(200);
+    for r in [&put, &get] {
+        let p = &r.json["properties"];
+        assert_eq!(
+            p["parameters"]["password"],
+            json!({"type": "SecureString"}),
+            "{}",
+            r.text
+        );
+        assert_eq!(
+            p["parameters"]["settings"],
+            json!({"type": "SecureObject"}),
+            "{}",
+            r.text
+        );
+        assert_eq!(
+            p["parameters"]["poolName"],
+            json!({"type": "String", "value": "securepool"})
+        );
+        assert_eq!(
+            p["outputs"]["password"],
+            json!({"type": "SecureString"}),
+            "{}",
+            r.text
+        );
+        assert_eq!(
+            p["outputs"]["settings"],
+            json!({"type": "SecureObject"}),
+            "{}",
+            r.text
+        );
+        assert_eq!(
+            p["outputs"]["pool"],
+            json!({"type": "String", "value": "securepool"})
+        );
+    }
+    let pool = api.get(&pool_path("rg1", "securepool")).await;
+    pool.assert_status(200);
+    // A pool's secrets are write-only (API.md): the name is answered, the value is not.
+    assert_eq!(
+        pool.json["properties"]["secrets"],
+        json!([{"name": "pw"}]),
+        "{}",
+        pool.text
+    );
+    let again = api
+        .patch(&pool_path("rg1", "securepool"), json!({"tags": {"a": "b"}}))
+        .await;
+    again.assert_status(200);
+    assert_eq!(
+        again.json["properties"]["secrets"],
+        json!([{"name": "pw"}]),
+        "{}",
+        again.text
+    );
+    let rows = sandpool_server::testing::store_snapshot(&api.srv.database_url).await;
+    let deployment_row = rows
+        .iter()
+        .find(|r| r.starts_with("resources:") && r.contains("deployments/sec1"))
+        .expect("the deployment is stored");
+    // The pool's secret value is kept (in the secrets table), through the PATCH too.
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("secrets:") && r.contains("poolSecrets") && r.contains(secret)),
+        "the pool's secret value was lost"
+    );
+    let text =
+        String::from_utf8_lossy(&logs.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    for s in [secret, object_secret] {
+        for (what, t) in [
+            ("PUT answer", &put.text),
+            ("GET answer", &get.text),
+            ("pool GET", &pool.text),
+            ("stored deployment", deployment_row),
+            ("log", &text),
+        ] {
+            assert!(!t.contains(s), "{s} in the {what}");
+        }
+    }
+}
+
+both_stores!(secure_deployment_parameters_stay_secret);

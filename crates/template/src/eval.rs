@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::expr::{parse_expression, Expr};
 use crate::{
-    Context, TemplateError, TemplateResource, INVALID_EXPRESSION, INVALID_PARAMETER,
+    Context, Deployment, TemplateError, TemplateResource, INVALID_EXPRESSION, INVALID_PARAMETER,
     MISSING_PARAMETER,
 };
 
@@ -60,7 +60,7 @@ pub(crate) fn evaluate(
     template: &Value,
     parameters: &Value,
     ctx: &Context,
-) -> Result<Vec<TemplateResource>, TemplateError> {
+) -> Result<Deployment, TemplateError> {
     let template = template
         .as_object()
         .ok_or_else(|| TemplateError::invalid("the template must be a JSON object"))?;
@@ -135,7 +135,58 @@ pub(crate) fn evaluate(
             out.push(res);
         }
     }
-    Ok(out)
+    let mut names: Vec<String> = param_defs.keys().cloned().collect();
+    names.sort();
+    let mut parameters = Map::new();
+    for name in names {
+        let value = ev.parameter(&name)?;
+        let ty = declared_type(&param_defs[&name]);
+        parameters.insert(name, record(&ty, value));
+    }
+    let mut outputs = Map::new();
+    for (name, def) in section(template, "outputs")? {
+        let path = format!("outputs.{name}");
+        if let Some(v) = ev.output(&def, &path)? {
+            outputs.insert(name, v);
+        }
+    }
+    Ok(Deployment {
+        resources: out,
+        parameters: Value::Object(parameters),
+        outputs: Value::Object(outputs),
+    })
+}
+
+/// A parameter's or output's declared type, lower-cased (`securestring`).
+fn declared_type(def: &Value) -> String {
+    def.get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+fn is_secure(ty: &str) -> bool {
+    ty == "securestring" || ty == "secureobject"
+}
+
+/// `{"type":"String","value":…}` as a deployment answers it; a secure type's value is never
+/// part of it (`{"type":"SecureString"}`), as ARM does.
+fn record(ty: &str, value: Value) -> Value {
+    let display = match ty {
+        "string" => "String",
+        "securestring" => "SecureString",
+        "int" => "Int",
+        "bool" => "Bool",
+        "object" => "Object",
+        "secureobject" => "SecureObject",
+        "array" => "Array",
+        _ => "String",
+    };
+    if is_secure(ty) {
+        serde_json::json!({ "type": display })
+    } else {
+        serde_json::json!({ "type": display, "value": value })
+    }
 }
 
 /// A template section that must be an object when present (`parameters`, `variables`).
@@ -279,8 +330,49 @@ impl Evaluator<'_> {
             },
         };
         let value = coerce(name, &ty, value).map_err(|e| e.at(&path))?;
-        check_constraints(name, def, &value).map_err(|e| e.at(&path))?;
+        check_constraints(name, def, &value, is_secure(&ty)).map_err(|e| e.at(&path))?;
         Ok(value)
+    }
+
+    /// One entry of `outputs`: `{"type","value"[,"condition"]}` evaluated, or `None` when its
+    /// condition is false. A secure output answers its type only.
+    fn output(&mut self, def: &Value, path: &str) -> Result<Option<Value>, TemplateError> {
+        let obj = def
+            .as_object()
+            .ok_or_else(|| TemplateError::invalid("each output must be an object").at(path))?;
+        if obj.contains_key("copy") {
+            return Err(
+                TemplateError::invalid("'copy' loops in outputs are not supported")
+                    .at(&format!("{path}.copy")),
+            );
+        }
+        let ty = declared_type(def);
+        if !matches!(
+            ty.as_str(),
+            "string" | "securestring" | "int" | "bool" | "object" | "secureobject" | "array"
+        ) {
+            return Err(TemplateError::invalid(
+                "an output's 'type' must be string, securestring, int, bool, object, secureObject or array",
+            )
+            .at(&format!("{path}.type")));
+        }
+        if let Some(c) = obj.get("condition") {
+            match self.value(c, &format!("{path}.condition"))? {
+                Value::Bool(false) => return Ok(None),
+                Value::Bool(true) => {}
+                _ => {
+                    return Err(
+                        TemplateError::invalid("an output's 'condition' must be a bool")
+                            .at(&format!("{path}.condition")),
+                    )
+                }
+            }
+        }
+        let value = match obj.get("value") {
+            Some(v) => self.value(v, &format!("{path}.value"))?,
+            None => return Err(TemplateError::invalid("an output needs a 'value'").at(path)),
+        };
+        Ok(Some(record(&ty, value)))
     }
 
     fn resource(
@@ -565,7 +657,13 @@ fn coerce(name: &str, ty: &str, value: Value) -> Result<Value, TemplateError> {
     }
 }
 
-fn check_constraints(name: &str, def: &Value, value: &Value) -> Result<(), TemplateError> {
+/// `secure`: the value is a secret and never goes into the error's text.
+fn check_constraints(
+    name: &str,
+    def: &Value,
+    value: &Value,
+    secure: bool,
+) -> Result<(), TemplateError> {
     let bad = |msg: String| Err(TemplateError::new(INVALID_PARAMETER, msg));
     if let Some(allowed) = def.get("allowedValues") {
         let Some(allowed) = allowed.as_array() else {
@@ -574,6 +672,11 @@ fn check_constraints(name: &str, def: &Value, value: &Value) -> Result<(), Templ
             )));
         };
         if !allowed.contains(value) {
+            if secure {
+                return bad(format!(
+                    "parameter '{name}' is not one of its allowed values"
+                ));
+            }
             let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
             return bad(format!(
                 "parameter '{name}' is {value}; allowed values are {}",

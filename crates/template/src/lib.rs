@@ -76,6 +76,19 @@ pub(crate) const INVALID_EXPRESSION: &str = "InvalidTemplateExpression";
 pub(crate) const MISSING_PARAMETER: &str = "MissingDeploymentParameter";
 pub(crate) const INVALID_PARAMETER: &str = "InvalidDeploymentParameterValue";
 
+/// A template evaluated for a deployment: what to apply and what the deployment answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    pub resources: Vec<TemplateResource>,
+    /// Every declared parameter as ARM answers it, `{"name":{"type":"String","value":…}}`;
+    /// `secureString`/`secureObject` parameters carry their type only, never their value.
+    pub parameters: Value,
+    /// The template's `outputs`, evaluated, in the same shape. Outputs of a secure type carry
+    /// their type only; as in ARM, an output of a plain type is answered whatever it holds
+    /// (a string output built from a secure parameter shows it: declare it secureString).
+    pub outputs: Value,
+}
+
 /// Evaluates `template` with `parameters` (either `{"p":{"value":…}}` or `{"p":…}`).
 ///
 /// A whole parameters file (`{"$schema":…,"contentVersion":…,"parameters":{…}}`) is accepted
@@ -85,5 +98,14 @@ pub fn evaluate(
     parameters: &Value,
     ctx: &Context,
 ) -> Result<Vec<TemplateResource>, TemplateError> {
+    eval::evaluate(template, parameters, ctx).map(|d| d.resources)
+}
+
+/// [`evaluate`] plus the deployment's parameter record and outputs.
+pub fn evaluate_deployment(
+    template: &Value,
+    parameters: &Value,
+    ctx: &Context,
+) -> Result<Deployment, TemplateError> {
     eval::evaluate(template, parameters, ctx)
 }

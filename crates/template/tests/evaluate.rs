@@ -416,3 +416,66 @@ fn parsed_text_with_comments_feeds_evaluation() {
     let r = evaluate(&parse(text).unwrap(), &Value::Null, &ctx()).unwrap();
     assert_eq!(r[0].name, "p#1");
 }
+
+/// Secure parameters reach the resources that use them, but the deployment's record of its
+/// parameters and outputs carries their type only (as ARM answers a deployment); a refused
+/// allowed value is not echoed either.
+#[test]
+fn secure_parameters_and_outputs_keep_their_values_out_of_the_record() {
+    let template = json!({
+        "parameters": {
+            "password": {"type": "secureString"},
+            "settings": {"type": "secureObject", "defaultValue": {"token": "object-secret"}},
+            "size": {"type": "int", "defaultValue": 2},
+        },
+        "resources": [{
+            "type": "Microsoft.App/sessionPools", "apiVersion": "2025-02-02-preview", "name": "p",
+            "location": "here",
+            "properties": {"secrets": [{"name": "pw", "value": "[parameters('password')]"}]},
+        }],
+        "outputs": {
+            "echoed": {"type": "securestring", "value": "[parameters('password')]"},
+            "whole": {"type": "secureObject", "value": "[parameters('settings')]"},
+            "size": {"type": "int", "value": "[parameters('size')]"},
+            "skipped": {"type": "string", "value": "x", "condition": false},
+        },
+    });
+    let d = sandpool_template::evaluate_deployment(
+        &template,
+        &json!({"password": {"value": "s3cret-value"}}),
+        &ctx(),
+    )
+    .unwrap();
+    assert_eq!(
+        d.resources[0].body["properties"]["secrets"][0]["value"],
+        "s3cret-value"
+    );
+    assert_eq!(
+        d.parameters,
+        json!({
+            "password": {"type": "SecureString"},
+            "settings": {"type": "SecureObject"},
+            "size": {"type": "Int", "value": 2},
+        })
+    );
+    assert_eq!(
+        d.outputs,
+        json!({
+            "echoed": {"type": "SecureString"},
+            "whole": {"type": "SecureObject"},
+            "size": {"type": "Int", "value": 2},
+        })
+    );
+    let text = format!("{:?} {:?}", d.parameters, d.outputs);
+    assert!(
+        !text.contains("s3cret") && !text.contains("object-secret"),
+        "{text}"
+    );
+
+    let guarded = json!({
+        "parameters": {"password": {"type": "secureString", "allowedValues": ["a"]}},
+        "resources": [],
+    });
+    let e = evaluate(&guarded, &json!({"password": "not-allowed-secret"}), &ctx()).unwrap_err();
+    assert!(!e.message.contains("not-allowed-secret"), "{}", e.message);
+}

@@ -270,6 +270,9 @@ pub async fn start_with_dir(data_dir: tempfile::TempDir) -> TestServer {
     for (method, path) in auth.public_routes() {
         rules.declare(method, &path, Some(Rule::Public));
     }
+    // A served route that declares nothing: the layer must refuse it.
+    app = app.route("/undeclared", any(echo));
+    rules.declare(Method::GET, "/undeclared", None);
     let app = app.merge(auth.router()).layer(auth.layer(rules));
     let task = tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();

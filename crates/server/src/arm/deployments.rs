@@ -1,6 +1,7 @@
 //! Deployments: an ARM template's resources applied in order through the same code as a direct
 //! PUT. The body is read raw and parsed with `sandpool_template::parse`, so templates with
-//! comments are accepted.
+//! comments are accepted. The deployment keeps (and answers) its parameters and outputs as ARM
+//! does: secure ones by type only, so a GET never returns a secret the template was given.
 
 use super::{get_resource, put_resource, require_group, store_resource, Kind, Target};
 use crate::http::{json, put_answer, HttpError, HttpResult, RawBody};
@@ -60,9 +61,11 @@ fn template_error(e: TemplateError) -> HttpError {
 struct Plan {
     target: Target,
     group: crate::store::StoredResource,
-    parameters: serde_json::Value,
+    /// Resources, parameters and outputs as evaluated (secure values already taken out of
+    /// what is answered).
+    deployment: sandpool_template::Deployment,
+    /// Where each of `deployment.resources` goes.
     targets: Vec<Target>,
-    resources: Vec<sandpool_template::TemplateResource>,
 }
 
 async fn put(
@@ -147,8 +150,10 @@ async fn plan(
         .parameters
         .clone()
         .unwrap_or_else(|| json!({}));
-    let resources = sandpool_template::evaluate(&req.properties.template, &parameters, &ctx)
-        .map_err(template_error)?;
+    let deployment =
+        sandpool_template::evaluate_deployment(&req.properties.template, &parameters, &ctx)
+            .map_err(template_error)?;
+    let resources = &deployment.resources;
 
     // Every resource is checked before any is applied, so an unsupported type leaves nothing
     // half-deployed.
@@ -187,9 +192,8 @@ async fn plan(
     Ok(Plan {
         target,
         group,
-        parameters,
+        deployment,
         targets,
-        resources,
     })
 }
 
@@ -197,12 +201,11 @@ async fn apply(s: &AppState, p: Option<&Principal>, plan: Plan) -> HttpResult<Re
     let Plan {
         target,
         group,
-        parameters,
+        deployment,
         targets,
-        resources,
     } = plan;
     let mut outputs = Vec::new();
-    for (i, (t, r)) in targets.iter().zip(&resources).enumerate() {
+    for (i, (t, r)) in targets.iter().zip(&deployment.resources).enumerate() {
         let (value, _) = put_resource(s, p, t, &r.body).await.map_err(|mut e| {
             e.0.target = Some(format!(
                 "resources[{i}]{}",
@@ -224,7 +227,9 @@ async fn apply(s: &AppState, p: Option<&Principal>, plan: Plan) -> HttpResult<Re
             "mode": "Incremental",
             "provisioningState": "Succeeded",
             "timestamp": now,
-            "parameters": parameters,
+            // secureString/secureObject parameters and outputs: type only, never the value.
+            "parameters": deployment.parameters,
+            "outputs": deployment.outputs,
             "outputResources": outputs,
             "correlationId": uuid::Uuid::new_v4().to_string(),
         },

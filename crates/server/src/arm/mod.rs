@@ -212,7 +212,13 @@ pub async fn put_resource(
     let mut secrets = Vec::new();
     let mut new_secret = None;
     let properties = match target.kind {
-        Kind::SessionPool => tracked::pool_properties(state, target, &group.name, &props)?,
+        Kind::SessionPool => {
+            let mut p = tracked::pool_properties(state, target, &group.name, &props)?;
+            // `secrets` are write-only: their values go to the secrets table, names stay.
+            let values = tracked::take_pool_secrets(state, &id, &mut p).await?;
+            secrets.push((tracked::POOL_SECRETS, values));
+            p
+        }
         Kind::Identity => {
             // Auth hook: a new identity gets a client secret, stored as a hash, answered once.
             let i = crate::auth::identity_properties(state, existing.as_ref())?;

@@ -186,6 +186,69 @@ pub fn pool_properties(
     serde_json::to_value(p).map_err(|_| ApiError::internal())
 }
 
+/// Name of a pool's `secrets` values in the secrets table (a JSON object, name → value).
+pub const POOL_SECRETS: &str = "poolSecrets";
+
+/// Takes the values out of a pool's `properties.secrets` (`[{name, value}]`, write-only as in
+/// API.md), leaving `[{name}]`, and returns the values to store as JSON (`""`: none, which
+/// clears them). An entry without a value keeps the value stored under its name, so a PATCH or
+/// a client writing back what GET answered loses nothing.
+pub async fn take_pool_secrets(s: &AppState, id: &str, props: &mut Value) -> HttpResult<String> {
+    let Some(list) = props.get_mut("secrets") else {
+        return Ok(String::new());
+    };
+    let Some(items) = list.as_array_mut() else {
+        return Err(ApiError::invalid_request_content(
+            "'properties.secrets' must be an array of {\"name\",\"value\"}.",
+        )
+        .with_target("properties.secrets")
+        .into());
+    };
+    let stored: serde_json::Map<String, Value> = match s.store.get_secret(id, POOL_SECRETS).await? {
+        Some(text) => serde_json::from_str(&text).unwrap_or_default(),
+        None => serde_json::Map::new(),
+    };
+    let mut values = serde_json::Map::new();
+    for (i, item) in items.iter_mut().enumerate() {
+        let target = format!("properties.secrets[{i}]");
+        let name = item
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                ApiError::invalid_request_content("Each secret needs a 'name' string.")
+                    .with_target(target.clone())
+            })?
+            .to_owned();
+        let value = match item.get("value") {
+            Some(Value::String(v)) => v.clone(),
+            None | Some(Value::Null) => match stored.get(&name).and_then(Value::as_str) {
+                Some(v) => v.to_owned(),
+                None => {
+                    return Err(ApiError::invalid_request_content(format!(
+                        "The secret '{name}' needs a 'value' string."
+                    ))
+                    .with_target(target)
+                    .into())
+                }
+            },
+            Some(_) => {
+                return Err(ApiError::invalid_request_content(format!(
+                    "The 'value' of secret '{name}' must be a string."
+                ))
+                .with_target(target)
+                .into())
+            }
+        };
+        values.insert(name.clone(), Value::String(value));
+        *item = json!({ "name": name });
+    }
+    if values.is_empty() {
+        return Ok(String::new());
+    }
+    serde_json::to_string(&values).map_err(|e| anyhow::Error::from(e).into())
+}
+
 /// Cluster properties without the kubeconfig, and the kubeconfig to store (`Some("")` clears it).
 /// A PUT without `kubeconfig` keeps the stored one: GET never returns it, so a client that reads,
 /// edits and writes back a cluster must not lose it.
