@@ -234,6 +234,15 @@ unsafe fn child_exec(c: &ChildFds) -> ! {
         // The parent gave up on us.
         libc::_exit(1);
     }
+    // Leave the server's session: a process that shares it shares its controlling terminal,
+    // which `/dev/tty` opens and `TIOCSTI` pushes keystrokes into (CVE-2017-5226). As leader
+    // of a session of its own the init has no terminal, and never gets one: it opens nothing
+    // without O_NOCTTY that could be one.
+    if libc::syscall(libc::SYS_setsid) == -1 {
+        let msg = b"ERR cannot leave the server's session\n";
+        libc::write(c.status, msg.as_ptr().cast(), msg.len());
+        libc::_exit(125);
+    }
     // Become the sandbox's root (host uid host_uid) for real: until now we ran as the host uid
     // of the server, which the map leaves unmapped. Raw syscalls: glibc's wrappers would try
     // to synchronise threads this copy of the process does not have. Supplementary groups of

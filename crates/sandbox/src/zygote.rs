@@ -250,9 +250,14 @@ impl Zygote {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        // SAFETY: dup2 is async-signal-safe; it also clears close-on-exec on the new fd.
+        // SAFETY: setsid and dup2 are async-signal-safe; dup2 also clears close-on-exec on the
+        // new fd. Its own session: the zygote must not share the server's terminal (its
+        // children leave its session too).
         unsafe {
-            cmd.pre_exec(move || cvt(libc::dup2(theirs_fd, FD_ZYGOTE)).map(drop));
+            cmd.pre_exec(move || {
+                cvt(libc::setsid())?;
+                cvt(libc::dup2(theirs_fd, FD_ZYGOTE)).map(drop)
+            });
         }
         let child = cmd.spawn()?;
         drop(theirs);
@@ -471,6 +476,11 @@ fn child(req: Request, fds: &[OwnedFd], sync: &OwnedFd) -> ! {
         // The zygote gave up on us.
         // SAFETY: plain exit.
         unsafe { libc::_exit(1) };
+    }
+    // A session of its own, as on the exec path (see `spawn::child_exec`): no terminal.
+    // SAFETY: plain syscall.
+    if unsafe { libc::setsid() } == -1 {
+        fail("cannot leave the zygote's session");
     }
     // Until now we ran as the zygote's host uid, which the map leaves unmapped; supplementary
     // groups of the zygote (host gid 0 among them) go first.

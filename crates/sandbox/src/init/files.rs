@@ -73,10 +73,21 @@ pub fn target(root: &str, path: &str) -> FResult<Target> {
     })
 }
 
+/// `O_NOCTTY` unless `flags` is an `O_PATH` open (which opens nothing, and with which openat2
+/// refuses other flags): the init leads the sandbox's session, and a terminal it opened without
+/// `O_NOCTTY` would become its controlling terminal.
+fn no_ctty(flags: i32) -> i32 {
+    if flags & libc::O_PATH != 0 {
+        0
+    } else {
+        libc::O_NOCTTY
+    }
+}
+
 fn openat2(dir: i32, rel: &str, flags: i32, mode: u32) -> io::Result<OwnedFd> {
     let c = cstr(if rel.is_empty() { "." } else { rel })?;
     let how = crate::sys::OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
+        flags: (flags | libc::O_CLOEXEC | no_ctty(flags)) as u64,
         mode: if flags & libc::O_CREAT != 0 {
             mode as u64
         } else {
