@@ -365,7 +365,6 @@ impl Runtime {
             limits: spec.limits.clone(),
             hostname: spec.hostname.clone(),
             env: spec.env.clone(),
-            network_ready: partial.net.is_some(),
             etc_template: false,
             resolv_conf: resolv_conf(partial.net.is_some()),
         };

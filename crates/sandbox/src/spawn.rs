@@ -23,12 +23,23 @@ pub const FD_IMAGE: i32 = 5;
 /// Pipe on which the init receives one byte once it sits in its cgroup (EOF: setup failed).
 pub const FD_CGROUP: i32 = 6;
 
+/// The namespaces every sandbox's clone creates. Never `CLONE_NEWNET`: a network namespace
+/// made with the user namespace would belong to it, and the sandbox's root would hold
+/// `CAP_NET_RAW`/`CAP_NET_ADMIN` over it (`AF_PACKET` sockets, netfilter). Each start path
+/// joins one made by the host's user namespace first (an egress slot, a zygote's ready one, or
+/// one made for this start).
+pub const CLONE_NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS;
+
 pub struct LaunchPlan<'a> {
     pub program: &'a CString,
     pub argv: Vec<CString>,
     pub listener: &'a OwnedFd,
     pub log: &'a OwnedFd,
-    /// Join this network namespace instead of creating one.
+    /// Join this network namespace; `None`: a fresh loopback-only one.
     pub netns: Option<&'a Path>,
     pub host_uid: u32,
     pub uid_count: u32,
@@ -90,31 +101,26 @@ pub fn launch(
         envp: envp.as_ptr(),
     };
 
-    let mut flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS;
-    let pid = match plan.netns {
-        None => {
-            flags |= libc::CLONE_NEWNET;
-            clone_child(flags, &child)?
-        }
-        Some(path) => {
-            // setns changes the calling thread for good: do it on a throwaway thread.
-            let ns = std::fs::File::open(path)?;
-            let child = &child;
-            std::thread::scope(|s| {
-                s.spawn(move || {
-                    // SAFETY: setns on this thread with a valid nsfs descriptor.
-                    cvt(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) })?;
-                    clone_child(flags, child)
-                })
-                .join()
-                .map_err(|_| io::Error::other("clone thread panicked"))?
-            })?
-        }
-    };
+    let slot = plan.netns.map(std::fs::File::open).transpose()?;
+    let child = &child;
+    // setns and unshare change the calling thread for good: do them on a throwaway thread,
+    // whose network namespace the clone inherits.
+    let pid = std::thread::scope(|s| {
+        s.spawn(move || {
+            match &slot {
+                // SAFETY: setns on this thread with a valid nsfs descriptor.
+                Some(ns) => cvt(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) })?,
+                // SAFETY: unshare of this thread's network namespace only.
+                None => cvt(unsafe { libc::unshare(libc::CLONE_NEWNET) })?,
+            };
+            if slot.is_none() {
+                sys::loopback_up().map_err(|e| sys::c_err("bring up lo", e))?;
+            }
+            clone_child(CLONE_NAMESPACES, child)
+        })
+        .join()
+        .map_err(|_| io::Error::other("clone thread panicked"))?
+    })?;
     drop((c_sync, c_status, c_listener, c_log, c_null, c_cgroup));
     let image_sock = image_sock.map(|(ours, _theirs)| ours);
 

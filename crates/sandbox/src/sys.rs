@@ -230,3 +230,32 @@ pub fn recv_with_fds(
     }
     Ok((n, fds))
 }
+
+/// Brings `lo` of the calling thread's network namespace up.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: an ioctl on a fresh datagram socket with a zeroed, NUL-terminated ifreq.
+    unsafe {
+        let s = cvt(libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0,
+        ))?;
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        let r = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req);
+        if r == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            let r2 = libc::ioctl(s, libc::SIOCSIFFLAGS, &req);
+            let e = io::Error::last_os_error();
+            libc::close(s);
+            if r2 != 0 {
+                return Err(e);
+            }
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        libc::close(s);
+        Err(e)
+    }
+}

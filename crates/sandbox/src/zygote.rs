@@ -371,7 +371,7 @@ fn request_waiting(timeout_ms: i32) -> bool {
 fn loopback_netns(own: &OwnedFd) -> io::Result<OwnedFd> {
     // SAFETY: unshare of this (only) thread's network namespace.
     cvt(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
-    let ns = crate::init::rootfs::loopback_up().and_then(|()| {
+    let ns = sys::loopback_up().and_then(|()| {
         std::fs::File::open("/proc/thread-self/ns/net").and_then(|f| sys::dup_above(&f, 10))
     });
     // SAFETY: back to our own network namespace.
@@ -404,39 +404,40 @@ fn start(
         .map_err(|e| soft(format!("zygote: {e}")))?;
     let (sync_r, sync_w) = sys::pipe().map_err(|e| soft(format!("zygote: {e}")))?;
 
-    let mut flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS;
-    // The slot's namespace, else a ready loopback-only one, else a new one made by the clone.
-    let pooled = if req.netns { None } else { ready.pop() };
-    let join = fds.get(4).or(pooled.as_ref()).map(|f| f.as_raw_fd());
-    if let Some(ns) = join {
-        // SAFETY: setns of this (only) thread into the sandbox's network namespace.
-        cvt(unsafe { libc::setns(ns, libc::CLONE_NEWNET) })
-            .map_err(|e| soft(format!("join network namespace: {e}")))?;
-        req.config.network_ready = true;
+    // The slot's namespace, else a ready loopback-only one, else one made now. Never one the
+    // clone makes: that one would belong to the sandbox's user namespace, whose root would then
+    // hold CAP_NET_RAW and CAP_NET_ADMIN over it.
+    let made = if req.netns {
+        None
     } else {
-        flags |= libc::CLONE_NEWNET;
-    }
+        Some(match ready.pop() {
+            Some(ns) => ns,
+            None => {
+                loopback_netns(own_netns).map_err(|e| soft(format!("network namespace: {e}")))?
+            }
+        })
+    };
+    let Some(join) = fds.get(4).or(made.as_ref()).map(|f| f.as_raw_fd()) else {
+        return Err(soft("zygote: no network namespace".into()));
+    };
+    // SAFETY: setns of this (only) thread into the sandbox's network namespace.
+    cvt(unsafe { libc::setns(join, libc::CLONE_NEWNET) })
+        .map_err(|e| soft(format!("join network namespace: {e}")))?;
     // SAFETY: a fork-like clone of this single-threaded process; the child never returns.
-    let cloned = unsafe { sys::clone_fork(flags) };
+    let cloned = unsafe { sys::clone_fork(spawn::CLONE_NAMESPACES) };
     if let Ok(0) = cloned {
         drop(sync_w);
         child(req, &fds, &sync_r);
     }
-    drop(pooled);
-    if join.is_some() {
-        // SAFETY: back to our own network namespace for the next start.
-        if unsafe { libc::setns(own_netns.as_raw_fd(), libc::CLONE_NEWNET) } == -1 {
-            let e = io::Error::last_os_error();
-            if let Ok(pid) = cloned {
-                // SAFETY: killing our own child.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            return Err((format!("zygote: leave network namespace: {e}"), true));
+    drop(made);
+    // SAFETY: back to our own network namespace for the next start.
+    if unsafe { libc::setns(own_netns.as_raw_fd(), libc::CLONE_NEWNET) } == -1 {
+        let e = io::Error::last_os_error();
+        if let Ok(pid) = cloned {
+            // SAFETY: killing our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        return Err((format!("zygote: leave network namespace: {e}"), true));
     }
     let pid = cloned.map_err(|e| soft(format!("clone: {e}")))?;
     let prepared = sys::pidfd_open(pid).and_then(|pidfd| {

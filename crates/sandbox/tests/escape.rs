@@ -215,3 +215,84 @@ async fn planted_symlinks_do_not_lead_the_files_api_out() {
     })
     .await;
 }
+
+/// The user namespace that owns the network namespace of `pid`, as (dev, ino).
+fn netns_owner(pid: i32) -> (u64, u64) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    // SAFETY: NS_GET_USERNS on an nsfs descriptor returns a new descriptor.
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_USERNS) };
+    assert!(
+        fd >= 0,
+        "NS_GET_USERNS: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: fresh descriptor.
+    let owner = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let m = owner.metadata().unwrap();
+    (m.dev(), m.ino())
+}
+
+/// Every sandbox's network namespace belongs to the host's user namespace, on every start path
+/// (the zygote's ready namespaces, the zygote when a burst has used them up, the exec path), so
+/// the sandbox's root holds no `CAP_NET_RAW` over it: `AF_PACKET` sockets (CVE-2016-8655,
+/// CVE-2017-7308, CVE-2020-14386) are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_namespaces_are_the_hosts_on_every_start_path() {
+    let host_userns = {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata("/proc/self/ns/user").unwrap();
+        (m.dev(), m.ino())
+    };
+    // (name, zygote, ready namespaces, concurrent starts)
+    for (name, zygote, ready, burst) in [
+        ("netns-burst", true, 2, 8),
+        ("netns-none-ready", true, 0, 2),
+        ("netns-exec", false, 0, 2),
+    ] {
+        let mut env = env(name);
+        env.cfg.zygote = zygote;
+        env.cfg.ready_netns = ready;
+        with_env(env, move |cfg, _| async move {
+            let rt = Runtime::new(cfg).await.unwrap();
+            let starts = (0..burst).map(|_| rt.start(SandboxSpec::default()));
+            let sandboxes: Vec<Sandbox> = futures::future::join_all(starts)
+                .await
+                .into_iter()
+                .map(|r| r.expect("start"))
+                .collect();
+            for sb in &sandboxes {
+                let (code, out, err) = sh(
+                    sb,
+                    "python3 -c 'import socket\ntry:\n    socket.socket(socket.AF_PACKET, \
+                     socket.SOCK_RAW, 0); print(\"packet socket\")\nexcept OSError as e: \
+                     print(e.errno)'",
+                )
+                .await;
+                assert_eq!(
+                    (code, out.trim()),
+                    (Some(0), libc::EPERM.to_string().as_str()),
+                    "{name}: {err}"
+                );
+                assert_eq!(
+                    netns_owner(sb.init_pid()),
+                    host_userns,
+                    "{name}: a sandbox owns its network namespace"
+                );
+                let (code, out, err) = sh(
+                    sb,
+                    "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); \
+                     s.listen(); socket.create_connection(s.getsockname()); print(\"lo ok\")'",
+                )
+                .await;
+                assert_eq!((code, out.as_str()), (Some(0), "lo ok\n"), "{name}: {err}");
+            }
+            for sb in sandboxes {
+                sb.destroy().await.unwrap();
+            }
+        })
+        .await;
+    }
+}

@@ -21,9 +21,6 @@ pub struct InitConfig {
     pub limits: Limits,
     pub hostname: String,
     pub env: Vec<(String, String)>,
-    /// The sandbox joined a prepared network namespace (an egress slot, or a loopback-only one
-    /// of the zygote's): do not touch the network.
-    pub network_ready: bool,
     /// The old root's `/etc` is the zygote's prepared template (see
     /// `rootfs::prepare_etc_template`): bind it whole.
     #[serde(default)]

@@ -488,9 +488,6 @@ fn build_root(cfg: &InitConfig) -> R {
     }
 
     pivot(Path::new(&root), ".")?;
-    if !cfg.network_ready {
-        ctx("bring up lo", loopback_up())?;
-    }
     // Compiled by the zygote ahead of time, or here (exec'd init) while the runtime may still be
     // busy with our cgroup.
     let filters = seccomp::compiled().map_err(|e| format!("seccomp: {e}"))?;
@@ -610,34 +607,6 @@ fn setup_proc(root: &str) -> R {
         }
     }
     Ok(())
-}
-
-pub(crate) fn loopback_up() -> io::Result<()> {
-    // SAFETY: an ioctl on a fresh datagram socket with a zeroed, NUL-terminated ifreq.
-    unsafe {
-        let s = cvt(libc::socket(
-            libc::AF_INET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            0,
-        ))?;
-        let mut req: libc::ifreq = std::mem::zeroed();
-        req.ifr_name[0] = b'l' as libc::c_char;
-        req.ifr_name[1] = b'o' as libc::c_char;
-        let r = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req);
-        if r == 0 {
-            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            let r2 = libc::ioctl(s, libc::SIOCSIFFLAGS, &req);
-            let e = io::Error::last_os_error();
-            libc::close(s);
-            if r2 != 0 {
-                return Err(e);
-            }
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        libc::close(s);
-        Err(e)
-    }
 }
 
 /// Docker's default capability set (no CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_NET_ADMIN, ...).
