@@ -491,10 +491,6 @@ async fn exec(
     .map_err(|e| err("cannot start /bin/sh", e))?;
     let started = Instant::now();
     let pid = command::spawn(&spawn).map_err(|e| err("cannot start /bin/sh", e))?;
-    // The init is exempt from the OOM killer (the runtime sets -1000 where the host allows it);
-    // its commands must not be. The command has exec'd, so this no longer reaches the init's own
-    // setting (see `command::spawn`); raising an adjustment needs no privilege.
-    let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "0");
     // Our copies of the child's ends: EOF on the output pipes must come from the command alone.
     drop((out_w, err_w));
     // The read end belongs to the command: with ours closed, a writer sees EPIPE once it exits.
