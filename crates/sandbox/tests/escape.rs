@@ -296,3 +296,58 @@ async fn network_namespaces_are_the_hosts_on_every_start_path() {
         .await;
     }
 }
+
+/// A FIFO (or device) planted where the files API looks never blocks the init: reads and writes
+/// of anything but a regular file are refused without waiting, and timeouts still fire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn special_files_never_block_the_init() {
+    with_runtime("esc-fifo", |rt, _| async move {
+        let sb = start(&rt).await;
+        let (code, _, err) = sh(&sb, "mkfifo /mnt/data/fifo && ln -s fifo /mnt/data/link").await;
+        assert_eq!(code, Some(0), "{err}");
+        // A bound, not a timing: on the old code the init sat in open() for good.
+        let guard = std::time::Duration::from_secs(20);
+        let stuck = "the init is stuck on a special file";
+        let data = sb.confined("/mnt/data");
+        for p in ["/mnt/data/fifo", "/mnt/data/link"] {
+            let r = tokio::time::timeout(guard, data.read_to_vec(p))
+                .await
+                .expect(stuck);
+            assert!(
+                matches!(r, Err(SandboxError::InvalidPath(_))),
+                "read {p}: {r:?}"
+            );
+            let r = tokio::time::timeout(guard, data.write_file(p, &b"x"[..]))
+                .await
+                .expect(stuck);
+            assert!(
+                matches!(r, Err(SandboxError::InvalidPath(_))),
+                "write {p}: {r:?}"
+            );
+        }
+        // Devices too: /dev/zero would stream without end, /dev/tty is a terminal.
+        let root = sb.confined("/");
+        for p in ["/dev/zero", "/dev/tty", "/dev/null"] {
+            let r = tokio::time::timeout(guard, root.read_to_vec(p))
+                .await
+                .expect(stuck);
+            assert!(
+                matches!(r, Err(SandboxError::InvalidPath(_))),
+                "read {p}: {r:?}"
+            );
+        }
+        let mut r = req("sleep 30");
+        r.timeout = std::time::Duration::from_secs(1);
+        let o = tokio::time::timeout(guard, sb.exec_collect(r))
+            .await
+            .expect(stuck)
+            .unwrap();
+        assert!(o.outcome.timed_out, "{:?}", o.outcome);
+        // The FIFO is still there, untouched; regular files still work.
+        let (_, out, _) = sh(&sb, "test -p /mnt/data/fifo && echo fifo").await;
+        assert_eq!(out, "fifo\n");
+        data.write_file("/mnt/data/ok", &b"fine"[..]).await.unwrap();
+        assert_eq!(data.read_to_vec("/mnt/data/ok").await.unwrap(), b"fine");
+    })
+    .await;
+}

@@ -252,16 +252,7 @@ impl Conn {
                 }
             }
             Request::Open { root, path } => {
-                let opened = files::target(&root, &path).and_then(|t| {
-                    let fd = files::open(&t, libc::O_RDONLY)?;
-                    let info = files::fd_info(&t.path, &fd)?;
-                    Ok((fd, info))
-                });
-                match opened {
-                    Ok((_, info)) if info.is_dir => Reply::Error {
-                        kind: ErrorKind::Io,
-                        message: format!("{} is a directory", info.path),
-                    },
+                match files::target(&root, &path).and_then(|t| files::open_read(&t)) {
                     Ok((fd, info)) => {
                         let handle = self.next_handle;
                         self.next_handle += 1;
