@@ -242,14 +242,14 @@ pub(crate) fn prepare_etc_template() -> R {
 }
 
 /// Fills the (fresh tmpfs) `dst` with the entries of a sandbox's `/etc` from the host's `src`:
-/// copies when `copy`, else binds.
+/// copies when `copy`, else binds; [`ETC_SECRET`] entries are left out either way.
 fn fill_etc(src: &str, dst: &str, copy: bool) -> R {
     for e in ETC_ENTRIES {
         let (from, to) = (format!("{src}/{e}"), format!("{dst}/{e}"));
         if copy {
             copy_tree(Path::new(&from), Path::new(&to), 0)?;
         } else {
-            mirror_from(&from, &to)?;
+            mirror_public(Path::new(&from), Path::new(&to), 0)?;
         }
     }
     for name in SYNTHETIC_ETC {
@@ -268,6 +268,44 @@ const ETC_SECRET: &[&str] = &["private"];
 /// Deeper than any `/etc` tree a userland ships; a guard, not a limit one should meet.
 const COPY_DEPTH: usize = 12;
 
+/// Whether `name` is one of [`ETC_SECRET`].
+fn is_secret(name: &std::ffi::OsStr) -> bool {
+    ETC_SECRET.iter().any(|s| name == *s)
+}
+
+/// Whether the directory `dir` (never a link to one) holds an [`ETC_SECRET`] entry at any depth.
+fn holds_secret(dir: &Path, depth: usize) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        is_secret(&e.file_name())
+            || (depth < COPY_DEPTH
+                && e.file_type().is_ok_and(|t| t.is_dir())
+                && holds_secret(&e.path(), depth + 1))
+    })
+}
+
+/// [`mirror_from`] that leaves [`ETC_SECRET`] entries out, for the exec'd init (the zygote's
+/// template copies with the same filter): a tree without one is bound whole; one with one
+/// becomes a directory of its own on the tmpfs whose other entries are mirrored one by one.
+fn mirror_public(src: &Path, new: &Path, depth: usize) -> R {
+    let is_dir = std::fs::symlink_metadata(src).is_ok_and(|m| m.is_dir());
+    let (src_s, new_s) = (src.to_string_lossy(), new.to_string_lossy());
+    if !is_dir || depth >= COPY_DEPTH || !holds_secret(src, depth) {
+        return mirror_from(&src_s, &new_s);
+    }
+    let mode = ctx(format!("stat {src_s}"), std::fs::metadata(src))?.mode() & 0o7777;
+    mkdir_p(&new_s, mode)?;
+    for entry in ctx(format!("read {src_s}"), std::fs::read_dir(src))? {
+        let entry = ctx(format!("read {src_s}"), entry)?;
+        if !is_secret(&entry.file_name()) {
+            mirror_public(&entry.path(), &new.join(entry.file_name()), depth + 1)?;
+        }
+    }
+    Ok(())
+}
+
 /// Copies `src` to `dst`: directories, regular files and symlinks (as links, never followed),
 /// with their permission bits; anything else, and a missing `src`, is skipped.
 fn copy_tree(src: &Path, dst: &Path, depth: usize) -> R {
@@ -285,7 +323,7 @@ fn copy_tree(src: &Path, dst: &Path, depth: usize) -> R {
         ctx(what("mkdir"), std::fs::create_dir(dst))?;
         for entry in ctx(what("read"), std::fs::read_dir(src))? {
             let entry = ctx(what("read"), entry)?;
-            if ETC_SECRET.iter().any(|s| entry.file_name() == *s) {
+            if is_secret(&entry.file_name()) {
                 continue;
             }
             copy_tree(&entry.path(), &dst.join(entry.file_name()), depth + 1)?;
