@@ -271,6 +271,14 @@ unsafe fn child_exec(c: &ChildFds) -> ! {
     {
         libc::_exit(126);
     }
+    // Nothing else of the server's reaches the init: descriptors it leaked without
+    // close-on-exec would survive the exec, and the init's commands after it.
+    if c.image < 0 {
+        libc::close(FD_IMAGE);
+    }
+    if libc::syscall(libc::SYS_close_range, FD_CGROUP as u32 + 1, u32::MAX, 0u32) == -1 {
+        libc::_exit(126);
+    }
     libc::execve(c.program, c.argv, c.envp);
     let msg = b"ERR cannot execute the init program\n";
     libc::write(FD_STATUS, msg.as_ptr().cast(), msg.len());

@@ -259,3 +259,18 @@ pub fn loopback_up() -> io::Result<()> {
         Err(e)
     }
 }
+
+/// Marks every descriptor from `first` up close-on-exec. Async-signal-safe.
+pub fn close_range_cloexec(first: RawFd) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: raw close_range with plain integer arguments.
+    cvt_l(unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    })
+    .map(drop)
+}

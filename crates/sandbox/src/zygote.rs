@@ -250,13 +250,16 @@ impl Zygote {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        // SAFETY: setsid and dup2 are async-signal-safe; dup2 also clears close-on-exec on the
-        // new fd. Its own session: the zygote must not share the server's terminal (its
-        // children leave its session too).
+        // SAFETY: setsid, dup2 and close_range are async-signal-safe; dup2 also clears
+        // close-on-exec on the new fd. Its own session: the zygote must not share the server's
+        // terminal (its children leave its session too). Above its socket, every descriptor
+        // closes on exec, also ones the server leaked without close-on-exec (the flag rather
+        // than closing: std's own exec-error pipe is among them).
         unsafe {
             cmd.pre_exec(move || {
                 cvt(libc::setsid())?;
-                cvt(libc::dup2(theirs_fd, FD_ZYGOTE)).map(drop)
+                cvt(libc::dup2(theirs_fd, FD_ZYGOTE))?;
+                sys::close_range_cloexec(FD_ZYGOTE + 1)
             });
         }
         let child = cmd.spawn()?;

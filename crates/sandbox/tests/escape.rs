@@ -351,3 +351,59 @@ async fn special_files_never_block_the_init() {
     })
     .await;
 }
+
+/// A descriptor the server leaked (no close-on-exec) reaches neither the zygote, nor an init,
+/// nor a command, on either start path; a command holds nothing but its stdin, stdout and
+/// stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_descriptors_of_the_server_never_reach_a_sandbox() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let leaked = dir
+        .path()
+        .join(format!("sandpool-leak-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&leaked, "secret").unwrap();
+    let c = std::ffi::CString::new(leaked.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a plain open, deliberately without O_CLOEXEC; closed at the end.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) };
+    assert!(fd >= 0);
+    let name = leaked.file_name().unwrap().to_string_lossy().into_owned();
+    for zygote in [true, false] {
+        let mut env = env(if zygote { "fds-zygote" } else { "fds-exec" });
+        env.cfg.zygote = zygote;
+        let name = name.clone();
+        with_env(env, move |cfg, _| async move {
+            let rt = Runtime::new(cfg).await.unwrap();
+            let sb = start(&rt).await;
+            let holders = std::iter::once(sb.init_pid()).chain(rt.zygote_pid());
+            for pid in holders {
+                for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .unwrap()
+                    .flatten()
+                {
+                    let link = std::fs::read_link(e.path()).unwrap_or_default();
+                    assert!(
+                        !link.to_string_lossy().contains(&name),
+                        "pid {pid} holds the leaked descriptor (zygote path: {zygote})"
+                    );
+                }
+            }
+            let (code, out, err) = sh(
+                &sb,
+                "python3 -c 'import os\ndef is_open(f):\n    try:\n        os.fstat(f)\n        \
+                 return True\n    except OSError:\n        return False\n\
+                 print([f for f in range(3, 4096) if is_open(f)])'",
+            )
+            .await;
+            assert_eq!(
+                (code, out.trim()),
+                (Some(0), "[]"),
+                "a command holds stray descriptors (zygote path: {zygote}): {err}"
+            );
+            sb.destroy().await.unwrap();
+        })
+        .await;
+    }
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+}

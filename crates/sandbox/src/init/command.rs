@@ -232,6 +232,11 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 fail(c);
             }
         }
+        // Deny by default: the command gets its three descriptors and nothing else, whatever
+        // the init holds without close-on-exec. This child's descriptor table is its own copy.
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) == -1 {
+            fail(c);
+        }
         if libc::chdir(c.cwd) != 0 {
             fail(c);
         }
