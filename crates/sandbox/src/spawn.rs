@@ -1,7 +1,7 @@
 //! Launching the init: one `clone` into fresh namespaces from the (multi-threaded) server.
 //!
-//! The child runs only async-signal-safe code (read, dup2, execve, _exit) on data prepared
-//! before the clone: it waits on a pipe until the parent has written its uid/gid maps, then
+//! The child runs only async-signal-safe code on data prepared before the clone: the steps of
+//! [`crate::child::enter`] (which waits until the parent has written its uid/gid maps), then it
 //! execs the init program. Forking a multi-threaded process without exec is only safe that way.
 //!
 //! Moving a process into its cgroups is the slowest step of a start on cgroup v1 (each move waits
@@ -9,6 +9,7 @@
 //! filesystem; the init waits on [`FD_CGROUP`] before it unshares its cgroup namespace and runs
 //! anything of the sandbox's.
 
+use crate::child::InitFds;
 use crate::sys::{self, cvt, cvt_l};
 use std::ffi::CString;
 use std::io;
@@ -89,13 +90,15 @@ pub fn launch(
     let env_path = c"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
     let envp: [*const libc::c_char; 2] = [env_path.as_ptr(), std::ptr::null()];
     let child = ChildFds {
-        sync: c_sync.as_raw_fd(),
-        status: c_status.as_raw_fd(),
-        listener: c_listener.as_raw_fd(),
-        log: c_log.as_raw_fd(),
-        null: c_null.as_raw_fd(),
-        cgroup: c_cgroup.as_raw_fd(),
-        image: image_sock.as_ref().map_or(-1, |(_, t)| t.as_raw_fd()),
+        fds: InitFds {
+            sync: c_sync.as_raw_fd(),
+            status: c_status.as_raw_fd(),
+            listener: c_listener.as_raw_fd(),
+            log: c_log.as_raw_fd(),
+            null: c_null.as_raw_fd(),
+            cgroup: c_cgroup.as_raw_fd(),
+            image: image_sock.as_ref().map_or(-1, |(_, t)| t.as_raw_fd()),
+        },
         program: plan.program.as_ptr(),
         argv: argv_ptrs.as_ptr(),
         envp: envp.as_ptr(),
@@ -197,14 +200,9 @@ pub fn wait_for_cgroup() -> io::Result<()> {
     r
 }
 
+/// What the exec path's child needs: the init's descriptors, and what to exec.
 struct ChildFds {
-    sync: i32,
-    status: i32,
-    listener: i32,
-    log: i32,
-    null: i32,
-    cgroup: i32,
-    image: i32,
+    fds: InitFds,
     program: *const libc::c_char,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
@@ -228,57 +226,7 @@ fn clone_child(flags: libc::c_int, c: &ChildFds) -> io::Result<i32> {
 }
 
 unsafe fn child_exec(c: &ChildFds) -> ! {
-    let mut b = 0u8;
-    loop {
-        let n = libc::read(c.sync, (&mut b as *mut u8).cast(), 1);
-        if n == 1 {
-            break;
-        }
-        if n == -1 && *libc::__errno_location() == libc::EINTR {
-            continue;
-        }
-        // The parent gave up on us.
-        libc::_exit(1);
-    }
-    // Leave the server's session: a process that shares it shares its controlling terminal,
-    // which `/dev/tty` opens and `TIOCSTI` pushes keystrokes into (CVE-2017-5226). As leader
-    // of a session of its own the init has no terminal, and never gets one: it opens nothing
-    // without O_NOCTTY that could be one.
-    if libc::syscall(libc::SYS_setsid) == -1 {
-        let msg = b"ERR cannot leave the server's session\n";
-        libc::write(c.status, msg.as_ptr().cast(), msg.len());
-        libc::_exit(125);
-    }
-    // Become the sandbox's root (host uid host_uid) for real: until now we ran as the host uid
-    // of the server, which the map leaves unmapped. Raw syscalls: glibc's wrappers would try
-    // to synchronise threads this copy of the process does not have. Supplementary groups of
-    // the server (host gid 0 among them) are dropped first.
-    if libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) == -1
-        || libc::syscall(libc::SYS_setresgid, 0u32, 0u32, 0u32) == -1
-        || libc::syscall(libc::SYS_setresuid, 0u32, 0u32, 0u32) == -1
-    {
-        let msg = b"ERR cannot switch to the sandbox's root user\n";
-        libc::write(c.status, msg.as_ptr().cast(), msg.len());
-        libc::_exit(125);
-    }
-    if libc::dup2(c.null, 0) == -1
-        || libc::dup2(c.null, 1) == -1
-        || libc::dup2(c.log, 2) == -1
-        || libc::dup2(c.listener, FD_LISTENER) == -1
-        || libc::dup2(c.status, FD_STATUS) == -1
-        || libc::dup2(c.cgroup, FD_CGROUP) == -1
-        || (c.image >= 0 && libc::dup2(c.image, FD_IMAGE) == -1)
-    {
-        libc::_exit(126);
-    }
-    // Nothing else of the server's reaches the init: descriptors it leaked without
-    // close-on-exec would survive the exec, and the init's commands after it.
-    if c.image < 0 {
-        libc::close(FD_IMAGE);
-    }
-    if libc::syscall(libc::SYS_close_range, FD_CGROUP as u32 + 1, u32::MAX, 0u32) == -1 {
-        libc::_exit(126);
-    }
+    crate::child::enter(&c.fds);
     libc::execve(c.program, c.argv, c.envp);
     let msg = b"ERR cannot execute the init program\n";
     libc::write(FD_STATUS, msg.as_ptr().cast(), msg.len());

@@ -22,7 +22,7 @@
 //! other network configuration interfaces out of its reach.
 
 use crate::init::InitConfig;
-use crate::spawn::{self, Launched, FD_CGROUP, FD_LISTENER, FD_STATUS};
+use crate::spawn::{self, Launched};
 use crate::sys::{self, cvt};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
@@ -319,6 +319,11 @@ pub fn main() -> ! {
             Ok(f) => f,
             Err(_) => std::process::exit(2),
         };
+    // Every init's stdin and stdout, above 10 like the other sources of its descriptors.
+    let null = match std::fs::File::open("/dev/null").and_then(|f| sys::dup_above(&f, 10)) {
+        Ok(f) => f,
+        Err(_) => std::process::exit(2),
+    };
     let etc_template = crate::init::rootfs::prepare_etc_template().is_ok();
     // A failure here is reported by each init, which then compiles the filters itself.
     let _ = crate::seccomp::precompile();
@@ -342,7 +347,7 @@ pub fn main() -> ! {
             Err(_) => std::process::exit(1),
         };
         let (reply, pidfd, fatal) =
-            match start(&buf[..n], fds, &own_netns, &mut ready, etc_template) {
+            match start(&buf[..n], fds, &own_netns, &null, &mut ready, etc_template) {
                 Ok((pid, pidfd)) => (Reply::Started { pid }, Some(pidfd), false),
                 Err((message, fatal)) => (Reply::Failed { message }, None, fatal),
             };
@@ -389,6 +394,7 @@ fn start(
     data: &[u8],
     fds: Vec<OwnedFd>,
     own_netns: &OwnedFd,
+    null: &OwnedFd,
     ready: &mut Vec<OwnedFd>,
     etc_template: bool,
 ) -> Result<(i32, OwnedFd), StartError> {
@@ -430,7 +436,7 @@ fn start(
     let cloned = unsafe { sys::clone_fork(spawn::CLONE_NAMESPACES) };
     if let Ok(0) = cloned {
         drop(sync_w);
-        child(req, &fds, &sync_r);
+        child(req, &fds, null, &sync_r);
     }
     drop(made);
     // SAFETY: back to our own network namespace for the next start.
@@ -455,63 +461,19 @@ fn start(
     })
 }
 
-/// The forked child: become the sandbox's root, put the descriptors in the places the init
-/// expects, drop everything else of the zygote's, and run the init.
-fn child(req: Request, fds: &[OwnedFd], sync: &OwnedFd) -> ! {
-    let status = fds[2].as_raw_fd();
-    let fail = |msg: &str| -> ! {
-        let line = format!("ERR {msg}\n");
-        // SAFETY: writing a valid buffer to the status pipe, then leaving.
-        unsafe {
-            libc::write(status, line.as_ptr().cast(), line.len());
-            libc::_exit(125)
-        }
+/// The forked child: the steps every init's child takes ([`crate::child::enter`]), then the init.
+fn child(req: Request, fds: &[OwnedFd], null: &OwnedFd, sync: &OwnedFd) -> ! {
+    // Every source sits above 10 (see `start` and `main`).
+    let init_fds = crate::child::InitFds {
+        sync: sync.as_raw_fd(),
+        listener: fds[0].as_raw_fd(),
+        log: fds[1].as_raw_fd(),
+        status: fds[2].as_raw_fd(),
+        cgroup: fds[3].as_raw_fd(),
+        null: null.as_raw_fd(),
+        image: -1,
     };
-    let mut b = 0u8;
-    loop {
-        // SAFETY: reading one byte into a valid buffer.
-        let n = unsafe { libc::read(sync.as_raw_fd(), (&mut b as *mut u8).cast(), 1) };
-        if n == 1 {
-            break;
-        }
-        if n == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-            continue;
-        }
-        // The zygote gave up on us.
-        // SAFETY: plain exit.
-        unsafe { libc::_exit(1) };
-    }
-    // A session of its own, as on the exec path (see `spawn::child_exec`): no terminal.
-    // SAFETY: plain syscall.
-    if unsafe { libc::setsid() } == -1 {
-        fail("cannot leave the zygote's session");
-    }
-    // Until now we ran as the zygote's host uid, which the map leaves unmapped; supplementary
-    // groups of the zygote (host gid 0 among them) go first.
-    // SAFETY: credential syscalls of this single-threaded process.
-    unsafe {
-        if libc::setgroups(0, std::ptr::null()) == -1
-            || libc::setresgid(0, 0, 0) == -1
-            || libc::setresuid(0, 0, 0) == -1
-        {
-            fail("cannot switch to the sandbox's root user");
-        }
-    }
-    // SAFETY: fd shuffling of this process; every source sits above 10 (see `start`).
-    unsafe {
-        if libc::dup2(fds[1].as_raw_fd(), 2) == -1
-            || libc::dup2(fds[0].as_raw_fd(), FD_LISTENER) == -1
-            || libc::dup2(status, FD_STATUS) == -1
-            || libc::dup2(fds[3].as_raw_fd(), FD_CGROUP) == -1
-        {
-            fail("cannot set up the init's descriptors");
-        }
-        // Nothing of the zygote's (its socket, other sandboxes' leftovers) may reach the sandbox.
-        libc::close(crate::spawn::FD_IMAGE);
-        if libc::syscall(libc::SYS_close_range, 7u32, u32::MAX, 0u32) == -1 {
-            fail("cannot close the zygote's descriptors");
-        }
-        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
-    }
+    // SAFETY: the child of a fork-like clone of this single-threaded process.
+    unsafe { crate::child::enter(&init_fds) };
     crate::init::run(req.config)
 }
