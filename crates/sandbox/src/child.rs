@@ -8,8 +8,15 @@
 //! no locks), which the exec path needs: only such calls are safe in the fork of a
 //! multi-threaded process until it execs.
 
-use crate::spawn::{FD_CGROUP, FD_IMAGE, FD_LISTENER, FD_STATUS};
 use std::os::fd::RawFd;
+
+/// Fds of the init, fixed so the init needs no arguments to find them.
+pub const FD_LISTENER: i32 = 3;
+pub const FD_STATUS: i32 = 4;
+/// Socket on which an image sandbox's init receives its idmapped image mount.
+pub const FD_IMAGE: i32 = 5;
+/// Pipe on which the init receives one byte once it sits in its cgroup (EOF: setup failed).
+pub const FD_CGROUP: i32 = 6;
 
 /// Where the child finds what its init needs. Every descriptor but `sync` is placed onto the
 /// init's fixed numbers, so all of them must sit above those (the launchers dup them above 10):
@@ -121,4 +128,29 @@ unsafe fn close_everything_else(image: bool) -> bool {
         libc::close(FD_IMAGE);
     }
     libc::syscall(libc::SYS_close_range, FD_CGROUP as u32 + 1, u32::MAX, 0u32) != -1
+}
+
+/// What the exec path's child needs: the init's descriptors, and what to exec.
+pub struct ExecInit {
+    pub fds: InitFds,
+    pub program: *const libc::c_char,
+    pub argv: *const *const libc::c_char,
+    pub envp: *const *const libc::c_char,
+}
+
+// SAFETY: the raw pointers point into buffers the launching function keeps alive until the
+// clone returned; the helper thread only reads them.
+unsafe impl Sync for ExecInit {}
+unsafe impl Send for ExecInit {}
+
+/// The exec path's child: the steps of [`enter`], then the init program.
+///
+/// # Safety
+/// As for [`enter`]; the pointers of `c` valid.
+pub unsafe fn exec_init(c: &ExecInit) -> ! {
+    enter(&c.fds);
+    libc::execve(c.program, c.argv, c.envp);
+    let msg = b"ERR cannot execute the init program\n";
+    libc::write(FD_STATUS, msg.as_ptr().cast(), msg.len());
+    libc::_exit(127);
 }

@@ -93,7 +93,7 @@ pub fn try_reap(pid: i32) {
     unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
 }
 
-/// Field 22 of /proc/<pid>/stat (start time in clock ticks): with the pid, it names one process
+/// Field 22 of `/proc/<pid>/stat` (start time in clock ticks): with the pid, it names one process
 /// across pid reuse.
 pub fn proc_starttime(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -273,4 +273,42 @@ pub fn close_range_cloexec(first: RawFd) -> io::Result<()> {
         )
     })
     .map(drop)
+}
+
+/// Writes one byte (a sync or release byte on a pipe).
+pub fn write_byte(fd: &OwnedFd, b: u8) -> io::Result<()> {
+    // SAFETY: writing one byte from a valid buffer.
+    cvt_l(unsafe { libc::write(fd.as_raw_fd(), (&b as *const u8).cast(), 1) } as libc::c_long)
+        .map(drop)
+}
+
+/// The sandbox's uids and gids 0..count map to host_uid..host_uid+count. setgroups stays
+/// allowed (we map as a privileged parent) so the child can drop the server's supplementary
+/// groups; inside, only gids of the sandbox's own range can be set.
+pub fn write_maps(pid: i32, host_uid: u32, count: u32) -> io::Result<()> {
+    let map = format!("0 {host_uid} {count}\n");
+    std::fs::write(format!("/proc/{pid}/uid_map"), &map).map_err(|e| c_err("uid_map", e))?;
+    std::fs::write(format!("/proc/{pid}/gid_map"), &map).map_err(|e| c_err("gid_map", e))?;
+    Ok(())
+}
+
+/// `struct mount_attr` of mount_setattr.
+#[repr(C)]
+pub struct MountAttr {
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    pub propagation: u64,
+    pub userns_fd: u64,
+}
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+pub const AT_RECURSIVE: libc::c_int = 0x8000;
+
+/// Receives one descriptor sent with [`send_with_fds`] (and one byte).
+pub fn recv_fd(sock: i32) -> io::Result<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let (_, fds) = recv_with_fds(sock, &mut byte, 1)?;
+    fds.into_iter()
+        .next()
+        .ok_or_else(|| io::Error::other("no descriptor received"))
 }

@@ -13,7 +13,7 @@ pub(crate) mod rootfs;
 mod serve;
 pub(crate) mod setup;
 
-use crate::spawn::FD_STATUS;
+use crate::child::FD_STATUS;
 use crate::{Limits, RootFs};
 use serde::{Deserialize, Serialize};
 

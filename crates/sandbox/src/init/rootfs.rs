@@ -72,7 +72,8 @@ fn mount_if_present(
     }
 }
 
-use crate::spawn::{MountAttr, AT_RECURSIVE, FD_IMAGE, MOUNT_ATTR_RDONLY};
+use crate::child::FD_IMAGE;
+use crate::sys::{MountAttr, AT_RECURSIVE, MOUNT_ATTR_RDONLY};
 
 /// Read-only for a whole mount tree at once; a `MS_REMOUNT` would only touch the top mount and
 /// would have to repeat the source's locked flags.
@@ -117,7 +118,7 @@ fn bind(src: &str, target: &str, readonly: bool) -> R {
     Ok(())
 }
 
-/// Creates `p` (and missing parents) with exactly `mode`: [`setup`] runs with umask 0, so no
+/// Creates `p` (and missing parents) with exactly `mode`: [`build`] runs with umask 0, so no
 /// chmod is needed afterwards (one syscall per directory instead of two or three).
 fn mkdir_p(p: &str, mode: u32) -> R {
     use std::os::unix::fs::DirBuilderExt;
@@ -453,7 +454,7 @@ fn build_root(cfg: &InitConfig) -> R {
         }
         RootFs::Image(_) => {
             // The runtime sent an idmapped copy of the image tree; attach it as the lower layer.
-            let tree = ctx("receive image mount", crate::spawn::recv_fd(FD_IMAGE))?;
+            let tree = ctx("receive image mount", crate::sys::recv_fd(FD_IMAGE))?;
             // SAFETY: closing our inherited socket end.
             unsafe { libc::close(FD_IMAGE) };
             mkdir_p("/lower", 0o755)?;

@@ -9,8 +9,8 @@
 use super::command;
 use super::files::{self, FileError};
 use super::InitConfig;
+use crate::child::FD_LISTENER;
 use crate::proto::{self, ErrorKind, ExecWire, Reply, Request, WireOutcome};
-use crate::spawn::FD_LISTENER;
 use crate::sys;
 use std::cell::RefCell;
 use std::collections::HashMap;

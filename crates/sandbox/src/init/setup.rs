@@ -3,8 +3,10 @@
 //! to bottom. `docs/security.md` ("Setup order") lists the same steps with the host side's.
 
 use super::{lockdown, rootfs, InitConfig};
+use crate::child::FD_CGROUP;
 use crate::seccomp;
 use crate::sys::cvt;
+use std::io;
 
 type R = Result<(), String>;
 
@@ -27,7 +29,7 @@ pub fn run(cfg: &InitConfig) -> R {
     // 10. Wait until the runtime has put us into our cgroup and set our OOM adjustment: that
     //     must be done before the cgroup namespace is rooted there and before anything of the
     //     sandbox's runs.
-    crate::spawn::wait_for_cgroup().map_err(|e| format!("wait for the cgroup: {e}"))?;
+    wait_for_cgroup().map_err(|e| format!("wait for the cgroup: {e}"))?;
     // 11. Our cgroup becomes the root the sandbox sees.
     // SAFETY: unshare of the cgroup namespace.
     cvt(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) })
@@ -35,4 +37,26 @@ pub fn run(cfg: &InitConfig) -> R {
     // 12. Lock down: stderr off the host's log, rlimits, capabilities, no_new_privs, seccomp,
     //     non-dumpable. Then the init reports OK and serves.
     lockdown::apply(cfg, &filters)
+}
+
+/// The init's side of [`FD_CGROUP`]: returns once the runtime has put it into its cgroup.
+fn wait_for_cgroup() -> io::Result<()> {
+    let mut b = 0u8;
+    let r = loop {
+        // SAFETY: reading one byte into a valid buffer from our inherited pipe.
+        let n = unsafe { libc::read(FD_CGROUP, (&mut b as *mut u8).cast(), 1) };
+        if n == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        break match n {
+            1 => Ok(()),
+            -1 => Err(io::Error::last_os_error()),
+            _ => Err(io::Error::other(
+                "the runtime gave up before the cgroup was ready",
+            )),
+        };
+    };
+    // SAFETY: closing our inherited pipe end; nothing else uses it.
+    unsafe { libc::close(FD_CGROUP) };
+    r
 }
