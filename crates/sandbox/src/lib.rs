@@ -9,6 +9,7 @@
 //! Cgroups come from `sandpool-cgroups`, egress network slots from `sandpool-net`. It knows
 //! nothing of HTTP, pools, stores or tokens.
 
+mod child;
 mod client;
 mod init;
 mod proto;

@@ -365,7 +365,6 @@ impl Runtime {
             limits: spec.limits.clone(),
             hostname: spec.hostname.clone(),
             env: spec.env.clone(),
-            network_ready: partial.net.is_some(),
             etc_template: false,
             resolv_conf: resolv_conf(partial.net.is_some()),
         };
@@ -379,8 +378,13 @@ impl Runtime {
         let mut made: Option<Cgroup> = None;
         let launched = {
             let mut setup = |pid: i32| {
-                // The init must outlive an OOM in its cgroup; its commands reset this to 0.
-                let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
+                // No OOM exemption for anything of the sandbox's, whatever the server runs
+                // with: every process inherits the init's adjustment and, with it, the floor it
+                // may return to without privilege (oom_score_adj_min), which only a privileged
+                // write resets. This one is, where the host grants CAP_SYS_RESOURCE, and it
+                // happens before the init runs anything of the sandbox's.
+                std::fs::write(format!("/proc/{pid}/oom_score_adj"), "0")
+                    .map_err(|e| sys::c_err("oom_score_adj", e))?;
                 let cgroup = self
                     .inner
                     .cgroups

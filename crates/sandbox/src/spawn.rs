@@ -1,34 +1,40 @@
-//! Launching the init: one `clone` into fresh namespaces from the (multi-threaded) server.
+//! Runs in the server: launching an init on the exec path, one `clone` into fresh namespaces
+//! from the (multi-threaded) server.
 //!
-//! The child runs only async-signal-safe code (read, dup2, execve, _exit) on data prepared
-//! before the clone: it waits on a pipe until the parent has written its uid/gid maps, then
+//! The child runs only async-signal-safe code on data prepared before the clone: the steps of
+//! [`crate::child::enter`] (which waits until the parent has written its uid/gid maps), then it
 //! execs the init program. Forking a multi-threaded process without exec is only safe that way.
 //!
 //! Moving a process into its cgroups is the slowest step of a start on cgroup v1 (each move waits
 //! for an RCU grace period), so the parent does it while the init execs and builds its root
-//! filesystem; the init waits on [`FD_CGROUP`] before it unshares its cgroup namespace and runs
-//! anything of the sandbox's.
+//! filesystem; the init waits on [`crate::child::FD_CGROUP`] before it unshares its cgroup
+//! namespace and runs anything of the sandbox's.
 
-use crate::sys::{self, cvt, cvt_l};
+use crate::child::{ExecInit, InitFds};
+use crate::sys::{self, cvt, cvt_l, write_byte, write_maps, MountAttr, AT_RECURSIVE};
+use crate::sys::{MOUNT_ATTR_IDMAP, MOUNT_ATTR_RDONLY};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
-/// Fds of the init, fixed so the init needs no arguments to find them.
-pub const FD_LISTENER: i32 = 3;
-pub const FD_STATUS: i32 = 4;
-/// Socket on which an image sandbox's init receives its idmapped image mount.
-pub const FD_IMAGE: i32 = 5;
-/// Pipe on which the init receives one byte once it sits in its cgroup (EOF: setup failed).
-pub const FD_CGROUP: i32 = 6;
+/// The namespaces every sandbox's clone creates. Never `CLONE_NEWNET`: a network namespace
+/// made with the user namespace would belong to it, and the sandbox's root would hold
+/// `CAP_NET_RAW`/`CAP_NET_ADMIN` over it (`AF_PACKET` sockets, netfilter). Each start path
+/// joins one made by the host's user namespace first (an egress slot, a zygote's ready one, or
+/// one made for this start).
+pub const CLONE_NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS;
 
 pub struct LaunchPlan<'a> {
     pub program: &'a CString,
     pub argv: Vec<CString>,
     pub listener: &'a OwnedFd,
     pub log: &'a OwnedFd,
-    /// Join this network namespace instead of creating one.
+    /// Join this network namespace; `None`: a fresh loopback-only one.
     pub netns: Option<&'a Path>,
     pub host_uid: u32,
     pub uid_count: u32,
@@ -44,8 +50,8 @@ pub struct Launched {
 }
 
 /// Clones the init into new namespaces; `setup(pid)` runs after the maps are written, while the
-/// child execs and builds its root; the init waits for it (via [`FD_CGROUP`]) before it runs
-/// anything of the sandbox's. `setup` puts the child into its cgroup.
+/// child execs and builds its root; the init waits for it (via [`crate::child::FD_CGROUP`])
+/// before it runs anything of the sandbox's. `setup` puts the child into its cgroup.
 pub fn launch(
     plan: &LaunchPlan<'_>,
     setup: impl FnOnce(i32) -> io::Result<()>,
@@ -77,44 +83,41 @@ pub fn launch(
     argv_ptrs.push(std::ptr::null());
     let env_path = c"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
     let envp: [*const libc::c_char; 2] = [env_path.as_ptr(), std::ptr::null()];
-    let child = ChildFds {
-        sync: c_sync.as_raw_fd(),
-        status: c_status.as_raw_fd(),
-        listener: c_listener.as_raw_fd(),
-        log: c_log.as_raw_fd(),
-        null: c_null.as_raw_fd(),
-        cgroup: c_cgroup.as_raw_fd(),
-        image: image_sock.as_ref().map_or(-1, |(_, t)| t.as_raw_fd()),
+    let child = ExecInit {
+        fds: InitFds {
+            sync: c_sync.as_raw_fd(),
+            status: c_status.as_raw_fd(),
+            listener: c_listener.as_raw_fd(),
+            log: c_log.as_raw_fd(),
+            null: c_null.as_raw_fd(),
+            cgroup: c_cgroup.as_raw_fd(),
+            image: image_sock.as_ref().map_or(-1, |(_, t)| t.as_raw_fd()),
+        },
         program: plan.program.as_ptr(),
         argv: argv_ptrs.as_ptr(),
         envp: envp.as_ptr(),
     };
 
-    let mut flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS;
-    let pid = match plan.netns {
-        None => {
-            flags |= libc::CLONE_NEWNET;
-            clone_child(flags, &child)?
-        }
-        Some(path) => {
-            // setns changes the calling thread for good: do it on a throwaway thread.
-            let ns = std::fs::File::open(path)?;
-            let child = &child;
-            std::thread::scope(|s| {
-                s.spawn(move || {
-                    // SAFETY: setns on this thread with a valid nsfs descriptor.
-                    cvt(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) })?;
-                    clone_child(flags, child)
-                })
-                .join()
-                .map_err(|_| io::Error::other("clone thread panicked"))?
-            })?
-        }
-    };
+    let slot = plan.netns.map(std::fs::File::open).transpose()?;
+    let child = &child;
+    // setns and unshare change the calling thread for good: do them on a throwaway thread,
+    // whose network namespace the clone inherits.
+    let pid = std::thread::scope(|s| {
+        s.spawn(move || {
+            match &slot {
+                // SAFETY: setns on this thread with a valid nsfs descriptor.
+                Some(ns) => cvt(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) })?,
+                // SAFETY: unshare of this thread's network namespace only.
+                None => cvt(unsafe { libc::unshare(libc::CLONE_NEWNET) })?,
+            };
+            if slot.is_none() {
+                sys::loopback_up().map_err(|e| sys::c_err("bring up lo", e))?;
+            }
+            clone_child(CLONE_NAMESPACES, child)
+        })
+        .join()
+        .map_err(|_| io::Error::other("clone thread panicked"))?
+    })?;
     drop((c_sync, c_status, c_listener, c_log, c_null, c_cgroup));
     let image_sock = image_sock.map(|(ours, _theirs)| ours);
 
@@ -163,125 +166,17 @@ pub(crate) fn child_error(status: &OwnedFd) -> Option<io::Error> {
     Some(io::Error::other(msg.to_string()))
 }
 
-pub(crate) fn write_byte(fd: &OwnedFd, b: u8) -> io::Result<()> {
-    // SAFETY: writing one byte from a valid buffer.
-    cvt_l(unsafe { libc::write(fd.as_raw_fd(), (&b as *const u8).cast(), 1) } as libc::c_long)
-        .map(drop)
-}
-
-/// The init's side of [`FD_CGROUP`]: returns once the runtime has put it into its cgroup.
-pub fn wait_for_cgroup() -> io::Result<()> {
-    let mut b = 0u8;
-    let r = loop {
-        // SAFETY: reading one byte into a valid buffer from our inherited pipe.
-        let n = unsafe { libc::read(FD_CGROUP, (&mut b as *mut u8).cast(), 1) };
-        if n == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-            continue;
-        }
-        break match n {
-            1 => Ok(()),
-            -1 => Err(io::Error::last_os_error()),
-            _ => Err(io::Error::other(
-                "the runtime gave up before the cgroup was ready",
-            )),
-        };
-    };
-    // SAFETY: closing our inherited pipe end; nothing else uses it.
-    unsafe { libc::close(FD_CGROUP) };
-    r
-}
-
-struct ChildFds {
-    sync: i32,
-    status: i32,
-    listener: i32,
-    log: i32,
-    null: i32,
-    cgroup: i32,
-    image: i32,
-    program: *const libc::c_char,
-    argv: *const *const libc::c_char,
-    envp: *const *const libc::c_char,
-}
-
-// SAFETY: the raw pointers point into buffers the launching function keeps alive until the
-// clone returned; the helper thread only reads them.
-unsafe impl Sync for ChildFds {}
-unsafe impl Send for ChildFds {}
-
-fn clone_child(flags: libc::c_int, c: &ChildFds) -> io::Result<i32> {
+fn clone_child(flags: libc::c_int, c: &ExecInit) -> io::Result<i32> {
     // SAFETY: a fork-like clone (no CLONE_VM, own copy of the address space). The child branch
     // below only calls async-signal-safe functions on data prepared before the clone, then
     // execs or exits; it never returns into Rust code of the parent.
     let pid = unsafe { sys::clone_fork(flags)? };
     if pid == 0 {
         // SAFETY: see above.
-        unsafe { child_exec(c) }
+        unsafe { crate::child::exec_init(c) }
     }
     Ok(pid as i32)
 }
-
-unsafe fn child_exec(c: &ChildFds) -> ! {
-    let mut b = 0u8;
-    loop {
-        let n = libc::read(c.sync, (&mut b as *mut u8).cast(), 1);
-        if n == 1 {
-            break;
-        }
-        if n == -1 && *libc::__errno_location() == libc::EINTR {
-            continue;
-        }
-        // The parent gave up on us.
-        libc::_exit(1);
-    }
-    // Become the sandbox's root (host uid host_uid) for real: until now we ran as the host uid
-    // of the server, which the map leaves unmapped. Raw syscalls: glibc's wrappers would try
-    // to synchronise threads this copy of the process does not have. Supplementary groups of
-    // the server (host gid 0 among them) are dropped first.
-    if libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) == -1
-        || libc::syscall(libc::SYS_setresgid, 0u32, 0u32, 0u32) == -1
-        || libc::syscall(libc::SYS_setresuid, 0u32, 0u32, 0u32) == -1
-    {
-        let msg = b"ERR cannot switch to the sandbox's root user\n";
-        libc::write(c.status, msg.as_ptr().cast(), msg.len());
-        libc::_exit(125);
-    }
-    if libc::dup2(c.null, 0) == -1
-        || libc::dup2(c.null, 1) == -1
-        || libc::dup2(c.log, 2) == -1
-        || libc::dup2(c.listener, FD_LISTENER) == -1
-        || libc::dup2(c.status, FD_STATUS) == -1
-        || libc::dup2(c.cgroup, FD_CGROUP) == -1
-        || (c.image >= 0 && libc::dup2(c.image, FD_IMAGE) == -1)
-    {
-        libc::_exit(126);
-    }
-    libc::execve(c.program, c.argv, c.envp);
-    let msg = b"ERR cannot execute the init program\n";
-    libc::write(FD_STATUS, msg.as_ptr().cast(), msg.len());
-    libc::_exit(127);
-}
-
-/// The sandbox's uids and gids 0..count map to host_uid..host_uid+count. setgroups stays
-/// allowed (we map as a privileged parent) so the child can drop the server's supplementary
-/// groups; inside, only gids of the sandbox's own range can be set.
-pub(crate) fn write_maps(pid: i32, host_uid: u32, count: u32) -> io::Result<()> {
-    let map = format!("0 {host_uid} {count}\n");
-    std::fs::write(format!("/proc/{pid}/uid_map"), &map).map_err(|e| sys::c_err("uid_map", e))?;
-    std::fs::write(format!("/proc/{pid}/gid_map"), &map).map_err(|e| sys::c_err("gid_map", e))?;
-    Ok(())
-}
-
-#[repr(C)]
-pub struct MountAttr {
-    pub attr_set: u64,
-    pub attr_clr: u64,
-    pub propagation: u64,
-    pub userns_fd: u64,
-}
-pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-pub const AT_RECURSIVE: libc::c_int = 0x8000;
 
 /// A detached, read-only copy of the image tree whose owners are shifted into the sandbox's
 /// user namespace: files of host uid 0 belong to the sandbox's root, so the overlay above it
@@ -324,13 +219,4 @@ fn idmapped_tree(image: &Path, pid: i32) -> io::Result<OwnedFd> {
 
 fn send_fd(sock: &std::os::unix::net::UnixDatagram, fd: &OwnedFd) -> io::Result<()> {
     sys::send_with_fds(sock.as_raw_fd(), &[0], &[fd.as_raw_fd()])
-}
-
-/// The init's side of [`send_fd`].
-pub fn recv_fd(sock: i32) -> io::Result<OwnedFd> {
-    let mut byte = [0u8; 1];
-    let (_, fds) = sys::recv_with_fds(sock, &mut byte, 1)?;
-    fds.into_iter()
-        .next()
-        .ok_or_else(|| io::Error::other("no descriptor received"))
 }

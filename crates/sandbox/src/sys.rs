@@ -93,7 +93,7 @@ pub fn try_reap(pid: i32) {
     unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
 }
 
-/// Field 22 of /proc/<pid>/stat (start time in clock ticks): with the pid, it names one process
+/// Field 22 of `/proc/<pid>/stat` (start time in clock ticks): with the pid, it names one process
 /// across pid reuse.
 pub fn proc_starttime(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -229,4 +229,86 @@ pub fn recv_with_fds(
         return Err(io::Error::other("message or descriptors truncated"));
     }
     Ok((n, fds))
+}
+
+/// Brings `lo` of the calling thread's network namespace up.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: an ioctl on a fresh datagram socket with a zeroed, NUL-terminated ifreq.
+    unsafe {
+        let s = cvt(libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0,
+        ))?;
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        let r = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req);
+        if r == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            let r2 = libc::ioctl(s, libc::SIOCSIFFLAGS, &req);
+            let e = io::Error::last_os_error();
+            libc::close(s);
+            if r2 != 0 {
+                return Err(e);
+            }
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        libc::close(s);
+        Err(e)
+    }
+}
+
+/// Marks every descriptor from `first` up close-on-exec. Async-signal-safe.
+pub fn close_range_cloexec(first: RawFd) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: raw close_range with plain integer arguments.
+    cvt_l(unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    })
+    .map(drop)
+}
+
+/// Writes one byte (a sync or release byte on a pipe).
+pub fn write_byte(fd: &OwnedFd, b: u8) -> io::Result<()> {
+    // SAFETY: writing one byte from a valid buffer.
+    cvt_l(unsafe { libc::write(fd.as_raw_fd(), (&b as *const u8).cast(), 1) } as libc::c_long)
+        .map(drop)
+}
+
+/// The sandbox's uids and gids 0..count map to host_uid..host_uid+count. setgroups stays
+/// allowed (we map as a privileged parent) so the child can drop the server's supplementary
+/// groups; inside, only gids of the sandbox's own range can be set.
+pub fn write_maps(pid: i32, host_uid: u32, count: u32) -> io::Result<()> {
+    let map = format!("0 {host_uid} {count}\n");
+    std::fs::write(format!("/proc/{pid}/uid_map"), &map).map_err(|e| c_err("uid_map", e))?;
+    std::fs::write(format!("/proc/{pid}/gid_map"), &map).map_err(|e| c_err("gid_map", e))?;
+    Ok(())
+}
+
+/// `struct mount_attr` of mount_setattr.
+#[repr(C)]
+pub struct MountAttr {
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    pub propagation: u64,
+    pub userns_fd: u64,
+}
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+pub const AT_RECURSIVE: libc::c_int = 0x8000;
+
+/// Receives one descriptor sent with [`send_with_fds`] (and one byte).
+pub fn recv_fd(sock: i32) -> io::Result<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let (_, fds) = recv_with_fds(sock, &mut byte, 1)?;
+    fds.into_iter()
+        .next()
+        .ok_or_else(|| io::Error::other("no descriptor received"))
 }

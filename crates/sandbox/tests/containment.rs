@@ -50,27 +50,10 @@ async fn memory_hog_is_oom_killed_and_reported() {
         assert!(sb.stats().await.unwrap().oom_kills >= 1);
         let (_, adj, _) = sh(&sb, "cat /proc/self/oom_score_adj").await;
         assert_eq!(adj.trim(), "0", "commands must stay OOM-killable");
-        // The init keeps its exemption where the host lets the runtime set one (this needs
-        // CAP_SYS_RESOURCE, which some container hosts withhold even from root).
-        let caps = std::fs::read_to_string("/proc/self/status").unwrap();
-        let eff = caps
-            .lines()
-            .find_map(|l| l.strip_prefix("CapEff:"))
-            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
-            .unwrap();
+        // The init has no exemption either (see commands_never_hold_or_take_an_oom_exemption).
         let init_adj =
             std::fs::read_to_string(format!("/proc/{}/oom_score_adj", sb.init_pid())).unwrap();
-        const CAP_SYS_RESOURCE: u32 = 24;
-        let want = if eff & (1 << CAP_SYS_RESOURCE) != 0 {
-            "-1000"
-        } else {
-            "0"
-        };
-        assert_eq!(
-            init_adj.trim(),
-            want,
-            "the init's OOM exemption after commands ran"
-        );
+        assert_eq!(init_adj.trim(), "0", "the init's OOM adjustment");
         // The sandbox (and its init) survive.
         assert_eq!(sh(&sb, "echo alive").await.1, "alive\n");
         let o = run(&sb, "echo fine").await;
@@ -142,4 +125,55 @@ async fn commands_sit_at_the_root_of_their_cgroup_namespace() {
         assert!(s.pids >= 1, "the init is not in its cgroup: {s:?}");
     })
     .await;
+}
+
+/// No command ever runs with an OOM exemption or can take one: not one the runtime gave the
+/// init, not one the server itself runs with (e.g. systemd's `OOMScoreAdjust=`). A command that
+/// inherited an exemption keeps the right to return to it (`oom_score_adj_min`), so the reset
+/// must happen with privilege, before the init forks anything, and not per command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_never_hold_or_take_an_oom_exemption() {
+    // This test process plays the server: exempt, as root may make itself where the host grants
+    // CAP_SYS_RESOURCE (some container hosts withhold it even from root; there nothing in the
+    // sandbox can have an exemption to begin with, and the checks below still must hold).
+    let _ = std::fs::write("/proc/self/oom_score_adj", "-500");
+    for zygote in [true, false] {
+        let mut env = env(if zygote {
+            "oom-adj-zygote"
+        } else {
+            "oom-adj-exec"
+        });
+        env.cfg.zygote = zygote;
+        with_env(env, move |cfg, _| async move {
+            let rt = Runtime::new(cfg).await.unwrap();
+            let sb = start(&rt).await;
+            let init_adj =
+                std::fs::read_to_string(format!("/proc/{}/oom_score_adj", sb.init_pid())).unwrap();
+            assert_eq!(init_adj.trim(), "0", "the init's OOM adjustment");
+            // The shell reads its own at once, then a child forked right away reads its own.
+            for _ in 0..20 {
+                let (code, out, err) = sh(
+                    &sb,
+                    "read a < /proc/self/oom_score_adj; b=$(cat /proc/self/oom_score_adj); \
+                     echo $a $b",
+                )
+                .await;
+                assert_eq!((code, out.as_str()), (Some(0), "0 0\n"), "{err}");
+            }
+            for adj in ["-1000", "-1"] {
+                let (code, out, _) = sh(
+                    &sb,
+                    &format!("echo {adj} > /proc/self/oom_score_adj; cat /proc/self/oom_score_adj"),
+                )
+                .await;
+                assert_eq!(
+                    (code, out.as_str()),
+                    (Some(0), "0\n"),
+                    "a command took an OOM adjustment of {adj}"
+                );
+            }
+            sb.destroy().await.unwrap();
+        })
+        .await;
+    }
 }

@@ -359,6 +359,151 @@ async fn only_listed_socket_families_open() {
     .await;
 }
 
+/// The user namespace that owns the network namespace of `pid`, as (dev, ino).
+fn netns_owner(pid: i32) -> (u64, u64) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    // SAFETY: NS_GET_USERNS on an nsfs descriptor returns a new descriptor.
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_USERNS) };
+    assert!(
+        fd >= 0,
+        "NS_GET_USERNS: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: fresh descriptor.
+    let owner = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let m = owner.metadata().unwrap();
+    (m.dev(), m.ino())
+}
+
+/// Every sandbox's network namespace belongs to the host's user namespace, on every start path
+/// (the zygote's ready namespaces, the zygote when a burst has used them up, the exec path), so
+/// the sandbox's root holds no `CAP_NET_RAW` over it: `AF_PACKET` sockets (CVE-2016-8655,
+/// CVE-2017-7308, CVE-2020-14386) are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_namespaces_are_the_hosts_on_every_start_path() {
+    let host_userns = {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata("/proc/self/ns/user").unwrap();
+        (m.dev(), m.ino())
+    };
+    // (name, zygote, ready namespaces, concurrent starts)
+    for (name, zygote, ready, burst) in [
+        ("netns-burst", true, 2, 8),
+        ("netns-none-ready", true, 0, 2),
+        ("netns-exec", false, 0, 2),
+    ] {
+        let mut env = env(name);
+        env.cfg.zygote = zygote;
+        env.cfg.ready_netns = ready;
+        with_env(env, move |cfg, _| async move {
+            let rt = Runtime::new(cfg).await.unwrap();
+            let starts = (0..burst).map(|_| rt.start(SandboxSpec::default()));
+            let sandboxes: Vec<Sandbox> = futures::future::join_all(starts)
+                .await
+                .into_iter()
+                .map(|r| r.expect("start"))
+                .collect();
+            for sb in &sandboxes {
+                // AF_PACKET is refused (EPERM: no CAP_NET_RAW over the namespace; a seccomp
+                // allow list may refuse the family before, with EAFNOSUPPORT). A raw IPv4 socket,
+                // which seccomp lets through, is refused by the capability check alone.
+                let (code, out, err) = sh(
+                    sb,
+                    "python3 -c 'import socket\nfor f, p in ((socket.AF_PACKET, 0), \
+                     (socket.AF_INET, socket.IPPROTO_ICMP)):\n    try:\n        \
+                     socket.socket(f, socket.SOCK_RAW, p); print(\"raw socket\")\n    \
+                     except OSError as e: print(e.errno)'",
+                )
+                .await;
+                let errnos: Vec<&str> = out.split_whitespace().collect();
+                let (eperm, eafnosupport) =
+                    (libc::EPERM.to_string(), libc::EAFNOSUPPORT.to_string());
+                assert_eq!(code, Some(0), "{name}: {err}");
+                assert!(
+                    errnos.len() == 2
+                        && (errnos[0] == eperm || errnos[0] == eafnosupport)
+                        && errnos[1] == eperm,
+                    "{name}: AF_PACKET, raw IPv4: {errnos:?}"
+                );
+                assert_eq!(
+                    netns_owner(sb.init_pid()),
+                    host_userns,
+                    "{name}: a sandbox owns its network namespace"
+                );
+                let (code, out, err) = sh(
+                    sb,
+                    "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); \
+                     s.listen(); socket.create_connection(s.getsockname()); print(\"lo ok\")'",
+                )
+                .await;
+                assert_eq!((code, out.as_str()), (Some(0), "lo ok\n"), "{name}: {err}");
+            }
+            for sb in sandboxes {
+                sb.destroy().await.unwrap();
+            }
+        })
+        .await;
+    }
+}
+
+/// A FIFO (or device) planted where the files API looks never blocks the init: reads and writes
+/// of anything but a regular file are refused without waiting, and timeouts still fire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn special_files_never_block_the_init() {
+    with_runtime("esc-fifo", |rt, _| async move {
+        let sb = start(&rt).await;
+        let (code, _, err) = sh(&sb, "mkfifo /mnt/data/fifo && ln -s fifo /mnt/data/link").await;
+        assert_eq!(code, Some(0), "{err}");
+        // A bound, not a timing: on the old code the init sat in open() for good.
+        let guard = std::time::Duration::from_secs(20);
+        let stuck = "the init is stuck on a special file";
+        let data = sb.confined("/mnt/data");
+        for p in ["/mnt/data/fifo", "/mnt/data/link"] {
+            let r = tokio::time::timeout(guard, data.read_to_vec(p))
+                .await
+                .expect(stuck);
+            assert!(
+                matches!(r, Err(SandboxError::InvalidPath(_))),
+                "read {p}: {r:?}"
+            );
+            let r = tokio::time::timeout(guard, data.write_file(p, &b"x"[..]))
+                .await
+                .expect(stuck);
+            assert!(
+                matches!(r, Err(SandboxError::InvalidPath(_))),
+                "write {p}: {r:?}"
+            );
+        }
+        // Devices too: /dev/zero would stream without end, /dev/tty is a terminal.
+        let root = sb.confined("/");
+        for p in ["/dev/zero", "/dev/tty", "/dev/null"] {
+            let r = tokio::time::timeout(guard, root.read_to_vec(p))
+                .await
+                .expect(stuck);
+            assert!(
+                matches!(r, Err(SandboxError::InvalidPath(_))),
+                "read {p}: {r:?}"
+            );
+        }
+        let mut r = req("sleep 30");
+        r.timeout = std::time::Duration::from_secs(1);
+        let o = tokio::time::timeout(guard, sb.exec_collect(r))
+            .await
+            .expect(stuck)
+            .unwrap();
+        assert!(o.outcome.timed_out, "{:?}", o.outcome);
+        // The FIFO is still there, untouched; regular files still work.
+        let (_, out, _) = sh(&sb, "test -p /mnt/data/fifo && echo fifo").await;
+        assert_eq!(out, "fifo\n");
+        data.write_file("/mnt/data/ok", &b"fine"[..]).await.unwrap();
+        assert_eq!(data.read_to_vec("/mnt/data/ok").await.unwrap(), b"fine");
+    })
+    .await;
+}
+
 /// TIOCSTI on the caller's own controlling terminal (which the kernel allows while
 /// `dev.tty.legacy_tiocsti` is 1) and TIOCLINUX are refused, also with the upper half of the
 /// command set (the kernel takes the command as 32 bits).
@@ -434,4 +579,60 @@ async fn unknown_syscalls_answer_enosys() {
         );
     })
     .await;
+}
+
+/// A descriptor the server leaked (no close-on-exec) reaches neither the zygote, nor an init,
+/// nor a command, on either start path; a command holds nothing but its stdin, stdout and
+/// stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_descriptors_of_the_server_never_reach_a_sandbox() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let leaked = dir
+        .path()
+        .join(format!("sandpool-leak-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&leaked, "secret").unwrap();
+    let c = std::ffi::CString::new(leaked.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a plain open, deliberately without O_CLOEXEC; closed at the end.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) };
+    assert!(fd >= 0);
+    let name = leaked.file_name().unwrap().to_string_lossy().into_owned();
+    for zygote in [true, false] {
+        let mut env = env(if zygote { "fds-zygote" } else { "fds-exec" });
+        env.cfg.zygote = zygote;
+        let name = name.clone();
+        with_env(env, move |cfg, _| async move {
+            let rt = Runtime::new(cfg).await.unwrap();
+            let sb = start(&rt).await;
+            let holders = std::iter::once(sb.init_pid()).chain(rt.zygote_pid());
+            for pid in holders {
+                for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .unwrap()
+                    .flatten()
+                {
+                    let link = std::fs::read_link(e.path()).unwrap_or_default();
+                    assert!(
+                        !link.to_string_lossy().contains(&name),
+                        "pid {pid} holds the leaked descriptor (zygote path: {zygote})"
+                    );
+                }
+            }
+            let (code, out, err) = sh(
+                &sb,
+                "python3 -c 'import os\ndef is_open(f):\n    try:\n        os.fstat(f)\n        \
+                 return True\n    except OSError:\n        return False\n\
+                 print([f for f in range(3, 4096) if is_open(f)])'",
+            )
+            .await;
+            assert_eq!(
+                (code, out.trim()),
+                (Some(0), "[]"),
+                "a command holds stray descriptors (zygote path: {zygote}): {err}"
+            );
+            sb.destroy().await.unwrap();
+        })
+        .await;
+    }
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
 }

@@ -36,6 +36,15 @@ fn fd_links(pid: i32) -> Vec<String> {
 /// What a host-rooted sandbox's /etc must look like, whichever way its init was started:
 /// read-only, the listed host entries, synthetic identity files, nothing secret.
 async fn check_etc(sb: &sandpool_sandbox::Sandbox) {
+    // Public certificates yes, private keys not (the host has a private/ there to leave out).
+    assert!(std::path::Path::new("/etc/ssl/private").is_dir());
+    let (code, out, err) = sh(
+        sb,
+        "find /etc -name private; test -s /etc/ssl/certs/ca-certificates.crt && echo certs; \
+         test -s /etc/ssl/openssl.cnf && echo cnf",
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (Some(0), "certs\ncnf\n"), "{err}");
     // The synthetic files are root's to change, everyone's to read; dirs made during setup keep
     // their modes; commands get the host process's umask back.
     let umask = std::fs::read_to_string("/proc/self/status")

@@ -1,7 +1,8 @@
 //! Starting a command from the init with a vfork-style clone (`CLONE_VM | CLONE_VFORK`).
 //!
 //! `std::process::Command` falls back to a full `fork` as soon as a `pre_exec` hook is set, and
-//! the init needs one (commands must leave the init's OOM exemption behind before they run).
+//! the init wants a few steps of its own between fork and exec (process group, signal
+//! dispositions, descriptors).
 //! Copying the init's page tables for every command is the largest avoidable cost of a warm
 //! exec, so the child borrows the init's memory until it execs, like `posix_spawn` does.
 //!
@@ -231,12 +232,17 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 fail(c);
             }
         }
+        // Deny by default: the command gets its three descriptors and nothing else, whatever
+        // the init holds without close-on-exec. This child's descriptor table is its own copy.
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) == -1 {
+            fail(c);
+        }
         if libc::chdir(c.cwd) != 0 {
             fail(c);
         }
-        // No OOM adjustment here: this child shares the init's memory until it execs, and the
-        // kernel applies an oom_score_adj write to every process sharing the memory, so the init
-        // would lose its exemption. The init resets the command's once it has exec'd.
+        // No OOM adjustment here or after the exec: the command inherits the init's, which the
+        // runtime set to 0 with privilege before the init ran (an exemption reset here would
+        // leave the command free to take it back, see `Runtime::launch`).
         libc::execve(*c.argv, c.argv, c.envp);
         fail(c)
     }

@@ -4,6 +4,11 @@
 //! confinement root the host named, so `..`, absolute symlinks and symlinks that climb out of
 //! the root fail instead of being followed. Intermediate directories of writes are walked one
 //! component at a time under the same rule.
+//!
+//! Only regular files are read or written: a FIFO would block the init's single loop in open
+//! (and every timeout with it), a device could stream without end or be a terminal. The type is
+//! checked before the open, and every open is non-blocking, so a file swapped in between is
+//! refused after it instead of blocking.
 
 use crate::proto::{ErrorKind, WireFileInfo};
 use crate::sys::{cstr, cvt};
@@ -73,10 +78,21 @@ pub fn target(root: &str, path: &str) -> FResult<Target> {
     })
 }
 
+/// `O_NOCTTY` unless `flags` is an `O_PATH` open (which opens nothing, and with which openat2
+/// refuses other flags): the init leads the sandbox's session, and a terminal it opened without
+/// `O_NOCTTY` would become its controlling terminal.
+fn no_ctty(flags: i32) -> i32 {
+    if flags & libc::O_PATH != 0 {
+        0
+    } else {
+        libc::O_NOCTTY
+    }
+}
+
 fn openat2(dir: i32, rel: &str, flags: i32, mode: u32) -> io::Result<OwnedFd> {
     let c = cstr(if rel.is_empty() { "." } else { rel })?;
     let how = crate::sys::OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
+        flags: (flags | libc::O_CLOEXEC | no_ctty(flags)) as u64,
         mode: if flags & libc::O_CREAT != 0 {
             mode as u64
         } else {
@@ -127,6 +143,37 @@ fn open_root(t: &Target) -> FResult<OwnedFd> {
 pub fn open(t: &Target, flags: i32) -> FResult<OwnedFd> {
     let root = open_root(t)?;
     openat2(root.as_raw_fd(), &t.rel, flags, 0).map_err(|e| from_io(&t.path, e))
+}
+
+fn not_regular(path: &str) -> FileError {
+    invalid(format!("{path} is not a regular file"))
+}
+
+fn is_regular(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFREG
+}
+
+/// Opens the regular file `t` for reading, with its details. A directory is an `Io` error, any
+/// other non-regular file an `InvalidPath` one; neither is opened for reading.
+pub fn open_read(t: &Target) -> FResult<(OwnedFd, WireFileInfo)> {
+    let seen = fstatat(open(t, libc::O_PATH)?.as_raw_fd(), "", libc::AT_EMPTY_PATH)
+        .map_err(|e| from_io(&t.path, e))?;
+    if seen.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        return Err(FileError {
+            kind: ErrorKind::Io,
+            message: format!("{} is a directory", t.path),
+        });
+    }
+    if !is_regular(&seen) {
+        return Err(not_regular(&t.path));
+    }
+    let fd = open(t, libc::O_RDONLY | libc::O_NONBLOCK)?;
+    let st = fstatat(fd.as_raw_fd(), "", libc::AT_EMPTY_PATH).map_err(|e| from_io(&t.path, e))?;
+    // Swapped for something else since the check: refused, never read.
+    if !is_regular(&st) || (st.st_dev, st.st_ino) != (seen.st_dev, seen.st_ino) {
+        return Err(not_regular(&t.path));
+    }
+    Ok((fd, info(&t.path, &st)))
 }
 
 fn fstatat(dir: i32, name: &str, flags: i32) -> io::Result<libc::stat> {
@@ -193,16 +240,29 @@ fn parent(t: &Target, create: bool) -> FResult<(OwnedFd, String)> {
     Ok((dir, name.to_string()))
 }
 
-/// Creates or truncates the file for a write; the data follows.
+/// Creates or truncates the regular file for a write; the data follows. Anything else in its
+/// place (a symlink, a FIFO, a device, a directory) is refused as `InvalidPath`.
 pub fn create(t: &Target) -> FResult<std::fs::File> {
     let (dir, name) = parent(t, true)?;
+    match fstatat(dir.as_raw_fd(), &name, libc::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if !is_regular(&st) => return Err(not_regular(&t.path)),
+        _ => {}
+    }
     let fd = openat2(
         dir.as_raw_fd(),
         &name,
-        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_NONBLOCK,
         0o644,
     )
-    .map_err(|e| from_io(&t.path, e))?;
+    .map_err(|e| match e.raw_os_error() {
+        // A FIFO swapped in since the check, without a reader.
+        Some(libc::ENXIO) => not_regular(&t.path),
+        _ => from_io(&t.path, e),
+    })?;
+    let st = fstatat(fd.as_raw_fd(), "", libc::AT_EMPTY_PATH).map_err(|e| from_io(&t.path, e))?;
+    if !is_regular(&st) {
+        return Err(not_regular(&t.path));
+    }
     Ok(std::fs::File::from(fd))
 }
 

@@ -1,16 +1,19 @@
 //! The sandbox init: PID 1 of every sandbox.
 //!
-//! Started by the runtime (module `spawn`) as root of a fresh user namespace, it builds the root
-//! filesystem, locks itself down (capabilities, no_new_privs, seccomp, rlimits) and then serves
+//! Started by the runtime (module `spawn`, or forked by the zygote) as root of a fresh user
+//! namespace, it sets itself up in the order of [`setup::run`] (root filesystem, hostname,
+//! cgroup, lockdown: capabilities, no_new_privs, seccomp, rlimits) and then serves
 //! the control socket the runtime bound for it (fd 3) on a single-threaded event loop.
 //! Setup errors go to the status pipe (fd 4) so the runtime can report them.
 
 pub(crate) mod command;
 mod files;
+mod lockdown;
 pub(crate) mod rootfs;
 mod serve;
+pub(crate) mod setup;
 
-use crate::spawn::FD_STATUS;
+use crate::child::FD_STATUS;
 use crate::{Limits, RootFs};
 use serde::{Deserialize, Serialize};
 
@@ -21,9 +24,6 @@ pub struct InitConfig {
     pub limits: Limits,
     pub hostname: String,
     pub env: Vec<(String, String)>,
-    /// The sandbox joined a prepared network namespace (an egress slot, or a loopback-only one
-    /// of the zygote's): do not touch the network.
-    pub network_ready: bool,
     /// The old root's `/etc` is the zygote's prepared template (see
     /// `rootfs::prepare_etc_template`): bind it whole.
     #[serde(default)]
@@ -60,7 +60,7 @@ pub fn main() -> ! {
 
 /// The init proper, once its configuration is known (also the entry of a zygote's child).
 pub fn run(cfg: InitConfig) -> ! {
-    if let Err(e) = rootfs::setup(&cfg) {
+    if let Err(e) = setup::run(&cfg) {
         report_status(&format!("ERR {e}"));
         std::process::exit(1);
     }

@@ -1,4 +1,4 @@
-//! Building the sandbox's view of the world and locking the init down.
+//! Building the sandbox's view of the world: its root filesystem.
 //!
 //! The mount dance follows bubblewrap's: a scratch tmpfs becomes the root with the host root at
 //! `/oldroot` (so sources, even under the host's `/tmp`, stay reachable), the new root is built
@@ -7,7 +7,7 @@
 
 use super::InitConfig;
 use crate::sys::{cstr, cvt};
-use crate::{seccomp, RootFs};
+use crate::RootFs;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -72,7 +72,8 @@ fn mount_if_present(
     }
 }
 
-use crate::spawn::{MountAttr, AT_RECURSIVE, FD_IMAGE, MOUNT_ATTR_RDONLY};
+use crate::child::FD_IMAGE;
+use crate::sys::{MountAttr, AT_RECURSIVE, MOUNT_ATTR_RDONLY};
 
 /// Read-only for a whole mount tree at once; a `MS_REMOUNT` would only touch the top mount and
 /// would have to repeat the source's locked flags.
@@ -117,7 +118,7 @@ fn bind(src: &str, target: &str, readonly: bool) -> R {
     Ok(())
 }
 
-/// Creates `p` (and missing parents) with exactly `mode`: [`setup`] runs with umask 0, so no
+/// Creates `p` (and missing parents) with exactly `mode`: [`build`] runs with umask 0, so no
 /// chmod is needed afterwards (one syscall per directory instead of two or three).
 fn mkdir_p(p: &str, mode: u32) -> R {
     use std::os::unix::fs::DirBuilderExt;
@@ -242,14 +243,14 @@ pub(crate) fn prepare_etc_template() -> R {
 }
 
 /// Fills the (fresh tmpfs) `dst` with the entries of a sandbox's `/etc` from the host's `src`:
-/// copies when `copy`, else binds.
+/// copies when `copy`, else binds; [`ETC_SECRET`] entries are left out either way.
 fn fill_etc(src: &str, dst: &str, copy: bool) -> R {
     for e in ETC_ENTRIES {
         let (from, to) = (format!("{src}/{e}"), format!("{dst}/{e}"));
         if copy {
             copy_tree(Path::new(&from), Path::new(&to), 0)?;
         } else {
-            mirror_from(&from, &to)?;
+            mirror_public(Path::new(&from), Path::new(&to), 0)?;
         }
     }
     for name in SYNTHETIC_ETC {
@@ -268,6 +269,44 @@ const ETC_SECRET: &[&str] = &["private"];
 /// Deeper than any `/etc` tree a userland ships; a guard, not a limit one should meet.
 const COPY_DEPTH: usize = 12;
 
+/// Whether `name` is one of [`ETC_SECRET`].
+fn is_secret(name: &std::ffi::OsStr) -> bool {
+    ETC_SECRET.iter().any(|s| name == *s)
+}
+
+/// Whether the directory `dir` (never a link to one) holds an [`ETC_SECRET`] entry at any depth.
+fn holds_secret(dir: &Path, depth: usize) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        is_secret(&e.file_name())
+            || (depth < COPY_DEPTH
+                && e.file_type().is_ok_and(|t| t.is_dir())
+                && holds_secret(&e.path(), depth + 1))
+    })
+}
+
+/// [`mirror_from`] that leaves [`ETC_SECRET`] entries out, for the exec'd init (the zygote's
+/// template copies with the same filter): a tree without one is bound whole; one with one
+/// becomes a directory of its own on the tmpfs whose other entries are mirrored one by one.
+fn mirror_public(src: &Path, new: &Path, depth: usize) -> R {
+    let is_dir = std::fs::symlink_metadata(src).is_ok_and(|m| m.is_dir());
+    let (src_s, new_s) = (src.to_string_lossy(), new.to_string_lossy());
+    if !is_dir || depth >= COPY_DEPTH || !holds_secret(src, depth) {
+        return mirror_from(&src_s, &new_s);
+    }
+    let mode = ctx(format!("stat {src_s}"), std::fs::metadata(src))?.mode() & 0o7777;
+    mkdir_p(&new_s, mode)?;
+    for entry in ctx(format!("read {src_s}"), std::fs::read_dir(src))? {
+        let entry = ctx(format!("read {src_s}"), entry)?;
+        if !is_secret(&entry.file_name()) {
+            mirror_public(&entry.path(), &new.join(entry.file_name()), depth + 1)?;
+        }
+    }
+    Ok(())
+}
+
 /// Copies `src` to `dst`: directories, regular files and symlinks (as links, never followed),
 /// with their permission bits; anything else, and a missing `src`, is skipped.
 fn copy_tree(src: &Path, dst: &Path, depth: usize) -> R {
@@ -285,7 +324,7 @@ fn copy_tree(src: &Path, dst: &Path, depth: usize) -> R {
         ctx(what("mkdir"), std::fs::create_dir(dst))?;
         for entry in ctx(what("read"), std::fs::read_dir(src))? {
             let entry = ctx(what("read"), entry)?;
-            if ETC_SECRET.iter().any(|s| entry.file_name() == *s) {
+            if is_secret(&entry.file_name()) {
                 continue;
             }
             copy_tree(&entry.path(), &dst.join(entry.file_name()), depth + 1)?;
@@ -358,7 +397,9 @@ fn synthetic_etc(cfg: &InitConfig) -> Vec<(&'static str, String)> {
     ]
 }
 
-pub fn setup(cfg: &InitConfig) -> R {
+/// Builds the sandbox's root and pivots into it, the host's tree detached (step 7 of
+/// [`super::setup::run`]).
+pub fn build(cfg: &InitConfig) -> R {
     // Modes are given explicitly to every directory and file made here; umask 0 spares a chmod
     // after each. The sandbox's commands get the umask the init started with.
     // SAFETY: umask cannot fail.
@@ -413,7 +454,7 @@ fn build_root(cfg: &InitConfig) -> R {
         }
         RootFs::Image(_) => {
             // The runtime sent an idmapped copy of the image tree; attach it as the lower layer.
-            let tree = ctx("receive image mount", crate::spawn::recv_fd(FD_IMAGE))?;
+            let tree = ctx("receive image mount", crate::sys::recv_fd(FD_IMAGE))?;
             // SAFETY: closing our inherited socket end.
             unsafe { libc::close(FD_IMAGE) };
             mkdir_p("/lower", 0o755)?;
@@ -480,29 +521,7 @@ fn build_root(cfg: &InitConfig) -> R {
     tmpfs(&format!("{root}/mnt/data"), l.data_bytes, "0755")?;
     setup_dev(&root)?;
     setup_proc(&root)?;
-
-    if !cfg.hostname.is_empty() {
-        // SAFETY: valid buffer and length.
-        let r = unsafe { libc::sethostname(cfg.hostname.as_ptr().cast(), cfg.hostname.len()) };
-        ctx("sethostname", cvt(r))?;
-    }
-
-    pivot(Path::new(&root), ".")?;
-    if !cfg.network_ready {
-        ctx("bring up lo", loopback_up())?;
-    }
-    // Compiled by the zygote ahead of time, or here (exec'd init) while the runtime may still be
-    // busy with our cgroup.
-    let filters = seccomp::compiled().map_err(|e| format!("seccomp: {e}"))?;
-    // The runtime moves us into our cgroup while we build the root; it must be done before the
-    // cgroup namespace is rooted there and before anything of the sandbox's runs.
-    ctx("wait for the cgroup", crate::spawn::wait_for_cgroup())?;
-    // SAFETY: unshare of the cgroup namespace: our cgroup becomes the root the sandbox sees.
-    ctx(
-        "unshare cgroup ns",
-        cvt(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) }),
-    )?;
-    lock_down(cfg, &filters)
+    pivot(Path::new(&root), ".")
 }
 
 /// `pivot_root` into `new_root`, old root at `new_root/old` (`"."`: stacked and detached).
@@ -608,169 +627,6 @@ fn setup_proc(root: &str) -> R {
         if mount_if_present(&p, &p, "", libc::MS_BIND | libc::MS_REC, "")? {
             make_readonly(&p)?;
         }
-    }
-    Ok(())
-}
-
-pub(crate) fn loopback_up() -> io::Result<()> {
-    // SAFETY: an ioctl on a fresh datagram socket with a zeroed, NUL-terminated ifreq.
-    unsafe {
-        let s = cvt(libc::socket(
-            libc::AF_INET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            0,
-        ))?;
-        let mut req: libc::ifreq = std::mem::zeroed();
-        req.ifr_name[0] = b'l' as libc::c_char;
-        req.ifr_name[1] = b'o' as libc::c_char;
-        let r = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req);
-        if r == 0 {
-            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            let r2 = libc::ioctl(s, libc::SIOCSIFFLAGS, &req);
-            let e = io::Error::last_os_error();
-            libc::close(s);
-            if r2 != 0 {
-                return Err(e);
-            }
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        libc::close(s);
-        Err(e)
-    }
-}
-
-/// Docker's default capability set (no CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_NET_ADMIN, ...).
-const KEEP_CAPS: &[u32] = &[
-    0,  // CHOWN
-    1,  // DAC_OVERRIDE
-    3,  // FOWNER
-    4,  // FSETID
-    5,  // KILL
-    6,  // SETGID
-    7,  // SETUID
-    8,  // SETPCAP
-    10, // NET_BIND_SERVICE
-    13, // NET_RAW
-    18, // SYS_CHROOT
-    27, // MKNOD
-    29, // AUDIT_WRITE
-    31, // SETFCAP
-];
-
-fn lock_down(cfg: &InitConfig, filters: &seccomp::Filters) -> R {
-    // The init keeps no host file open past this point: stderr was the host log.
-    // SAFETY: plain fd and prctl calls.
-    unsafe {
-        let null = c"/dev/null";
-        let fd = libc::open(null.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
-        if fd >= 0 {
-            libc::dup2(fd, 2);
-            libc::close(fd);
-        }
-    }
-
-    let nofile = cfg.limits.nofile.max(64);
-    set_rlimit(libc::RLIMIT_CORE, 0)?;
-    set_rlimit(libc::RLIMIT_NOFILE, nofile)?;
-
-    let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .unwrap_or(40);
-    for cap in 0..=last_cap {
-        if !KEEP_CAPS.contains(&cap) {
-            // SAFETY: prctl with integer arguments.
-            let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-            ctx(format!("drop capability {cap}"), cvt(r))?;
-        }
-    }
-    // SAFETY: prctl with integer arguments.
-    unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        )
-    };
-    let mut mask = 0u64;
-    for c in KEEP_CAPS {
-        mask |= 1 << c;
-    }
-    capset(mask)?;
-    // SAFETY: prctl with integer arguments.
-    ctx(
-        "no_new_privs",
-        cvt(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }),
-    )?;
-    seccomp::apply(filters).map_err(|e| format!("seccomp: {e}"))?;
-    // Non-dumpable, last (credential changes reset it): /proc/1 (fds, memory, environ) is
-    // closed to processes without CAP_SYS_PTRACE, i.e. to everything in the sandbox.
-    // SAFETY: prctl with integer arguments.
-    ctx(
-        "dumpable",
-        cvt(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }),
-    )?;
-    Ok(())
-}
-
-fn set_rlimit(res: libc::__rlimit_resource_t, want: u64) -> R {
-    let mut cur = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid rlimit pointers.
-    unsafe {
-        ctx("getrlimit", cvt(libc::getrlimit(res, &mut cur)))?;
-        // Only lowering is possible without CAP_SYS_RESOURCE in the initial namespace.
-        let v = want.min(cur.rlim_max);
-        let new = libc::rlimit {
-            rlim_cur: v,
-            rlim_max: v,
-        };
-        ctx("setrlimit", cvt(libc::setrlimit(res, &new)))?;
-    }
-    Ok(())
-}
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-fn capset(mask: u64) -> R {
-    let hdr = CapHeader {
-        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-        pid: 0,
-    };
-    let lo = mask as u32;
-    let hi = (mask >> 32) as u32;
-    let data = [
-        CapData {
-            effective: lo,
-            permitted: lo,
-            inheritable: 0,
-        },
-        CapData {
-            effective: hi,
-            permitted: hi,
-            inheritable: 0,
-        },
-    ];
-    // SAFETY: capset with a v3 header and two data elements.
-    let r = unsafe { libc::syscall(libc::SYS_capset, &hdr as *const CapHeader, data.as_ptr()) };
-    if r == -1 {
-        return Err(format!("capset: {}", io::Error::last_os_error()));
     }
     Ok(())
 }

@@ -9,8 +9,8 @@
 use super::command;
 use super::files::{self, FileError};
 use super::InitConfig;
+use crate::child::FD_LISTENER;
 use crate::proto::{self, ErrorKind, ExecWire, Reply, Request, WireOutcome};
-use crate::spawn::FD_LISTENER;
 use crate::sys;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -252,16 +252,7 @@ impl Conn {
                 }
             }
             Request::Open { root, path } => {
-                let opened = files::target(&root, &path).and_then(|t| {
-                    let fd = files::open(&t, libc::O_RDONLY)?;
-                    let info = files::fd_info(&t.path, &fd)?;
-                    Ok((fd, info))
-                });
-                match opened {
-                    Ok((_, info)) if info.is_dir => Reply::Error {
-                        kind: ErrorKind::Io,
-                        message: format!("{} is a directory", info.path),
-                    },
+                match files::target(&root, &path).and_then(|t| files::open_read(&t)) {
                     Ok((fd, info)) => {
                         let handle = self.next_handle;
                         self.next_handle += 1;
@@ -491,10 +482,6 @@ async fn exec(
     .map_err(|e| err("cannot start /bin/sh", e))?;
     let started = Instant::now();
     let pid = command::spawn(&spawn).map_err(|e| err("cannot start /bin/sh", e))?;
-    // The init is exempt from the OOM killer (the runtime sets -1000 where the host allows it);
-    // its commands must not be. The command has exec'd, so this no longer reaches the init's own
-    // setting (see `command::spawn`); raising an adjustment needs no privilege.
-    let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "0");
     // Our copies of the child's ends: EOF on the output pipes must come from the command alone.
     drop((out_w, err_w));
     // The read end belongs to the command: with ours closed, a writer sees EPIPE once it exits.
