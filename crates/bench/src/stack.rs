@@ -51,6 +51,7 @@ pub fn serve_main(args: ServeArgs) -> Result<()> {
             cgroup_parent: args.cgroup_parent,
             uid_base: args.uid_base,
             egress: None,
+            ..Default::default()
         },
         ..Default::default()
     };

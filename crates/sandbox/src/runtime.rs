@@ -276,7 +276,8 @@ impl Runtime {
             )));
         }
         let mut slots = lock(&self.inner.slots);
-        let max = (u32::MAX - self.inner.cfg.uid_base) / self.inner.cfg.uids_per_sandbox;
+        let cfg = &self.inner.cfg;
+        let max = ((u32::MAX - cfg.uid_base) / cfg.uids_per_sandbox).min(cfg.uid_slots);
         let slot = (0..max)
             .find(|s| !slots.contains(s))
             .ok_or_else(|| SandboxError::Start("no free uid range left".into()))?;

@@ -8,6 +8,7 @@
 pub mod arm;
 pub mod auth;
 pub mod http;
+pub mod instance;
 pub mod metrics;
 mod ops;
 pub mod paths;
@@ -249,6 +250,8 @@ pub struct Server {
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
     state: AppState,
     router: Router,
+    /// Held until the server has stopped: its data dir and its host resources.
+    instance: instance::Instance,
 }
 
 impl Server {
@@ -257,6 +260,20 @@ impl Server {
         raise_open_file_limit();
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        // Before anything of the data dir or the host is touched: a second server on this data
+        // dir, or one whose sandboxes would share host resources with another's, stops here.
+        let (instance, unregistered) =
+            match instance::claim(&config.data_dir, &config.sandbox, &config.sandbox.registry) {
+                Ok(i) => (i, None),
+                // No registry (e.g. /run is not writable): no sandboxes, so nothing to share.
+                Err(instance::InstanceError::Io { context, source }) => (
+                    instance::Instance::unregistered(&config.data_dir)?,
+                    Some(format!(
+                        "the instance registry is unusable ({context}: {source})"
+                    )),
+                ),
+                Err(e) => return Err(e.into()),
+            };
         let listener = std::net::TcpListener::bind(config.listen)
             .with_context(|| format!("binding {}", config.listen))?;
         listener.set_nonblocking(true)?;
@@ -282,7 +299,10 @@ impl Server {
             None => Store::sqlite_url(&config.data_dir),
         };
         let store = Store::open(&url).await?;
-        let sandboxes = sandboxes::Sandboxes::start(&config.data_dir, &config.sandbox).await;
+        let sandboxes = match unregistered {
+            None => sandboxes::Sandboxes::start(&config.data_dir, &config.sandbox).await,
+            Some(why) => sandboxes::Sandboxes::unavailable(why),
+        };
         let auth = auth::open(&config.data_dir, &public_url, store.clone())?;
         if let Some(max_age) = config.signing_key_max_age {
             auth::maintain_keys(&auth, max_age)?;
@@ -307,6 +327,7 @@ impl Server {
             tls,
             state,
             router,
+            instance,
         })
     }
 
@@ -357,6 +378,7 @@ impl Server {
             }
         }
         self.state.store.close().await;
+        drop(self.instance);
         tracing::info!("sandpool stopped");
         Ok(())
     }
