@@ -21,6 +21,9 @@ use crate::{ExecutionRecord, ExecutionStatus, PoolError, PoolManager, Session};
 /// the end (the sandbox kills the command at the timeout itself).
 const REPORT_GRACE: Duration = Duration::from_secs(30);
 
+/// How long a failed command's end waits for the kernel to report its sandbox's init gone.
+const DEATH_NOTICE: Duration = Duration::from_secs(1);
+
 /// Longest accepted execution id (the `operation-id` header).
 const MAX_ID_LEN: usize = 128;
 
@@ -377,6 +380,29 @@ async fn run(
         }
     };
 
+    // A command cut off by its sandbox's death: say so, and end the session now (its
+    // result tells the client; the identifier's next request gets a new session). The init's
+    // exit is noticed a moment after its socket closes, hence the short wait.
+    let outcome = match outcome {
+        Err(e) => {
+            let died = tokio::time::timeout(DEATH_NOTICE, inner.runtime.exited(sandbox.id()))
+                .await
+                .is_ok();
+            if died {
+                // Ended here, or a moment ago by the session's watcher; not when the session
+                // was deleted meanwhile (then its sandbox was destroyed, it did not die).
+                inner.sandbox_died(&in_use.entry, true).await;
+            }
+            match in_use.entry.died.get() {
+                Some(why) => {
+                    inner.take_died_notice(&in_use.entry);
+                    Err(format!("SessionSandboxDied: {why}"))
+                }
+                None => Err(e),
+            }
+        }
+        ok => ok,
+    };
     let duration = match &outcome {
         Ok(o) if !o.duration.is_zero() => o.duration,
         _ => t0.elapsed(),

@@ -249,6 +249,7 @@ impl From<PoolError> for DataError {
             }
             PoolError::PoolNotFound(_) => ApiError::new(404, "ResourceNotFound", msg),
             PoolError::SessionNotFound(_) => ApiError::new(404, "SessionNotFound", msg),
+            PoolError::SandboxDied(_) => ApiError::conflict("SessionSandboxDied", msg),
             PoolError::InvalidRequest(_) => ApiError::invalid_request_content(msg),
             PoolError::ExecutionExists(_) => ApiError::conflict("ExecutionAlreadyExists", msg),
             PoolError::SandboxStart(_) => ApiError::new(503, "SessionStartFailed", msg),
@@ -423,6 +424,7 @@ pub fn render_metrics(state: &AppState) -> String {
         );
     }
     let _ = writeln!(out, "# HELP sandpool_session_allocations_rejected_total Allocations refused at maxConcurrentSessions.\n# TYPE sandpool_session_allocations_rejected_total counter\nsandpool_session_allocations_rejected_total {}", snap.allocations_rejected);
+    let _ = writeln!(out, "# HELP sandpool_sessions_sandbox_died_total Sessions ended because their sandbox died (killed from the host, out of memory, main process exited).\n# TYPE sandpool_sessions_sandbox_died_total counter\nsandpool_sessions_sandbox_died_total {}", snap.sessions_sandbox_died);
     let _ = writeln!(out, "# HELP sandpool_executions_total Finished executions by outcome.\n# TYPE sandpool_executions_total counter");
     for (outcome, n) in &snap.executions {
         let _ = writeln!(
