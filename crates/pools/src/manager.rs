@@ -48,9 +48,9 @@ pub struct ManagerConfig {
     /// execution has ended, or this long at most: on a host with few cores a sandbox start
     /// running beside the first command slows that command, the one a client waits for.
     pub refill_hold: Duration,
-    /// Most synchronous results waiting for the saver to store them. Beyond it an execution
-    /// stores its own result before answering, so a slow store slows the answers instead of
-    /// letting results pile up in memory.
+    /// Most synchronous results waiting for the saver to store them (each is answered once
+    /// its batch is stored). Beyond it an execution stores its own result with one statement
+    /// before answering, so results never pile up in memory behind a slow store.
     pub max_unsaved_results: usize,
     pub hostname: String,
 }
