@@ -130,7 +130,7 @@ fn conflicts(mine: &Claim, other: &Claim) -> Vec<String> {
     }
     if mine.uid_first < other.uid_end() && other.uid_first < mine.uid_end() {
         found.push(format!(
-            "host uids {}..{} (this one: {}..{}): move this one's range with --uid-base",
+            "host uids {}..{} (this one: {}..{}): move this one's range with --uid-base (or shrink it with --uid-slots)",
             other.uid_first,
             other.uid_end(),
             mine.uid_first,
