@@ -335,15 +335,6 @@ impl Runtime {
         }
     }
 
-    /// Whether the init of sandbox `id` has exited (true for a sandbox this runtime does not
-    /// hold), without waiting.
-    pub fn has_exited(&self, id: &str) -> bool {
-        match lock(&self.inner.inits).get(id).cloned() {
-            Some(pidfd) => pidfd_exited(&pidfd),
-            None => true,
-        }
-    }
-
     async fn start_inner(&self, spec: SandboxSpec) -> Result<Sandbox, SandboxError> {
         let id = spec
             .id
