@@ -50,7 +50,11 @@ pub fn serve_main(args: ServeArgs) -> Result<()> {
             init_args: vec!["__sandbox-init".into()],
             cgroup_parent: args.cgroup_parent,
             uid_base: args.uid_base,
+            // Bench servers' bases are 100,000,000 uids apart: a band of 1,500 sandboxes fits
+            // (the density figure's 1,000 sessions and their ready ones).
+            uid_slots: 1500,
             egress: None,
+            ..Default::default()
         },
         ..Default::default()
     };

@@ -173,6 +173,12 @@ pub struct ServeArgs {
           default_value_t = sandpool_server::sandboxes::DEFAULT_UID_BASE,
           value_parser = sandpool_server::sandboxes::parse_uid_base)]
     pub uid_base: u32,
+    /// Most sandboxes at once, each with its own 65,536 uids: this instance's host uid range is
+    /// N ranges from --uid-base, which no other instance on the host may overlap.
+    #[arg(long, env = "SANDPOOL_UID_SLOTS", value_name = "N",
+          default_value_t = sandpool_sandbox::DEFAULT_UID_SLOTS,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub uid_slots: u32,
 }
 
 #[derive(Debug, Args)]

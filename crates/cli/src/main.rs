@@ -204,6 +204,7 @@ fn serve_config(g: &Global, a: &ServeArgs) -> sandpool_server::ServeConfig {
         sandbox: sandpool_server::sandboxes::SandboxSettings {
             cgroup_parent: a.cgroup_parent.clone(),
             uid_base: a.uid_base,
+            uid_slots: a.uid_slots,
             egress: (!a.no_egress).then(|| {
                 sandpool_server::sandboxes::egress_config(&a.egress_bridge, a.egress_subnet)
             }),

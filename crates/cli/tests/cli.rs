@@ -623,6 +623,8 @@ fn serve_starts_with_defaults_and_stops_on_sigterm() {
             &settings.cgroup_parent,
             "--uid-base",
             &settings.uid_base.to_string(),
+            "--uid-slots",
+            &settings.uid_slots.to_string(),
         ])
         .arg("--data-dir")
         .arg(data.path())

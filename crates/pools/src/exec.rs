@@ -21,6 +21,9 @@ use crate::{ExecutionRecord, ExecutionStatus, PoolError, PoolManager, Session};
 /// the end (the sandbox kills the command at the timeout itself).
 const REPORT_GRACE: Duration = Duration::from_secs(30);
 
+/// How long a failed command's end waits for the kernel to report its sandbox's init gone.
+const DEATH_NOTICE: Duration = Duration::from_secs(1);
+
 /// Longest accepted execution id (the `operation-id` header).
 const MAX_ID_LEN: usize = 128;
 
@@ -156,7 +159,7 @@ impl PoolManager {
             }
         } else {
             // A synchronous execution's caller waits for its end: its record is written once,
-            // when it ends, and served from memory until then.
+            // when it ends (before the answer), and served from memory until then.
             let unsaved = Unsaved::reserve(&self.inner, &record)?;
             if req.id.is_some() {
                 let stored = self
@@ -377,6 +380,29 @@ async fn run(
         }
     };
 
+    // A command cut off by its sandbox's death: say so, and end the session now (its
+    // result tells the client; the identifier's next request gets a new session). The init's
+    // exit is noticed a moment after its socket closes, hence the short wait.
+    let outcome = match outcome {
+        Err(e) => {
+            let died = tokio::time::timeout(DEATH_NOTICE, inner.runtime.exited(sandbox.id()))
+                .await
+                .is_ok();
+            if died {
+                // Ended here, or a moment ago by the session's watcher; not when the session
+                // was deleted meanwhile (then its sandbox was destroyed, it did not die).
+                inner.sandbox_died(&in_use.entry, true).await;
+            }
+            match in_use.entry.died.get() {
+                Some(why) => {
+                    inner.take_died_notice(&in_use.entry);
+                    Err(format!("SessionSandboxDied: {why}"))
+                }
+                None => Err(e),
+            }
+        }
+        ok => ok,
+    };
     let duration = match &outcome {
         Ok(o) if !o.duration.is_zero() => o.duration,
         _ => t0.elapsed(),
@@ -406,18 +432,18 @@ async fn run(
         unsaved.update(&record);
     }
     let unsaved = match unsaved {
-        // A synchronous result goes to the saver after the answer, unless the saver is behind.
+        // A synchronous result goes to the saver, which answers once it is stored (so that an
+        // answered result survives a crash), unless the saver is behind.
         Some(unsaved)
             if (inner.queued_results.load(Ordering::Relaxed) as usize)
                 < inner.config.max_unsaved_results =>
         {
-            let _ = tx.send(ExecutionEvent::Finished(record.clone()));
-            inner.release_refill_hold(&entry);
             inner.queued_results.fetch_add(1, Ordering::Relaxed);
             let job = SaveJob::Record(Box::new(ToSave {
                 record,
                 unsaved,
                 in_use,
+                answer: tx,
             }));
             if let Err(mpsc::error::SendError(SaveJob::Record(f))) = inner.saver.send(job) {
                 // The saver only stops with the manager; store this one directly.
@@ -425,7 +451,10 @@ async fn run(
                 if inner.is_bound(&entry) {
                     store_result(&inner, &f.record, true).await;
                 }
+                drop(f.unsaved);
                 f.in_use.end().await;
+                let _ = f.answer.send(ExecutionEvent::Finished(f.record));
+                inner.release_refill_hold(&entry);
             }
             return;
         }
@@ -459,15 +488,19 @@ pub(crate) struct ToSave {
     record: ExecutionRecord,
     unsaved: Unsaved,
     in_use: InUse,
+    /// Where the caller waits for the result: answered once the record is stored.
+    answer: mpsc::UnboundedSender<ExecutionEvent>,
 }
 
 /// Most records, and bytes of output, one batch writes.
 const SAVE_BATCH: usize = 64;
 const SAVE_BATCH_BYTES: usize = 4 << 20;
 
-/// Stores synchronous executions' results in batches: under load, executions end close
-/// together, and one statement per batch replaces a commit per execution (which on SQLite also
-/// means writers queueing on its one write lock). Also writes the sessions' idle clocks that
+/// Stores synchronous executions' results in batches, then answers their callers (a group
+/// commit: an answered result is in the store, and survives a crash of the server). Under load,
+/// executions end close together, and one statement per batch replaces a commit per execution
+/// (which on SQLite also means writers queueing on its one write lock). A batch the store
+/// refuses twice is stored record by record. Also writes the sessions' idle clocks that
 /// requests found due, so no request waits for one.
 pub(crate) async fn save_loop(
     store: Arc<dyn crate::SessionStore>,
@@ -497,21 +530,40 @@ pub(crate) async fn save_loop(
             .filter(|f| f.in_use.inner.is_bound(&f.in_use.entry))
             .map(|f| f.record.clone())
             .collect();
+        let mut stored = false;
         for attempt in 0..2 {
             match store.insert_executions(&records).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    stored = true;
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(executions = records.len(), attempt, error = %format!("{e:#}"), "recording execution results")
                 }
             }
         }
+        if !stored {
+            // One by one, so that one record the store refuses does not lose the others.
+            for record in &records {
+                if !insert_one(store.as_ref(), record).await {
+                    tracing::error!(execution = %record.id, pool = %record.pool, identifier = %record.identifier, "an execution result could not be stored; it was answered but cannot be read back");
+                }
+            }
+        }
         for f in batch.drain(..) {
-            f.in_use
-                .inner
-                .queued_results
-                .fetch_sub(1, Ordering::Relaxed);
-            drop(f.unsaved);
-            f.in_use.end().await;
+            let ToSave {
+                record,
+                unsaved,
+                in_use,
+                answer,
+            } = *f;
+            in_use.inner.queued_results.fetch_sub(1, Ordering::Relaxed);
+            drop(unsaved);
+            let entry = in_use.entry.clone();
+            let inner = in_use.inner.clone();
+            in_use.end().await;
+            let _ = answer.send(ExecutionEvent::Finished(record));
+            inner.release_refill_hold(&entry);
         }
         for (inner, entry, record) in sessions.drain(..) {
             if inner.is_bound(&entry) {
@@ -522,6 +574,19 @@ pub(crate) async fn save_loop(
             let _ = tx.send(());
         }
     }
+}
+
+/// Inserts one finished execution, retrying once; whether it is stored.
+async fn insert_one(store: &dyn crate::SessionStore, record: &ExecutionRecord) -> bool {
+    for _ in 0..2 {
+        match store.insert_execution(record).await {
+            Ok(_) => return true,
+            Err(e) => {
+                tracing::warn!(execution = %record.id, error = %format!("{e:#}"), "recording an execution result")
+            }
+        }
+    }
+    false
 }
 
 /// Writes a finished execution: inserted when it was never stored, else updated. A store

@@ -129,6 +129,11 @@ pub enum PoolError {
     PoolNotFound(PoolKey),
     #[error("session {0} does not exist")]
     SessionNotFound(String),
+    /// The session's sandbox died (its processes were killed from the host, or its main
+    /// process exited); the session ended with it. Answered once; the identifier's next
+    /// request gets a new session.
+    #[error("{0}")]
+    SandboxDied(String),
     #[error("the session pool is at its maximum of {max} concurrent sessions; retry after {} s", retry_after.as_secs())]
     AtCapacity { max: u32, retry_after: Duration },
     #[error("could not start a sandbox: {0}")]

@@ -48,9 +48,9 @@ pub struct ManagerConfig {
     /// execution has ended, or this long at most: on a host with few cores a sandbox start
     /// running beside the first command slows that command, the one a client waits for.
     pub refill_hold: Duration,
-    /// Most synchronous results waiting for the saver to store them. Beyond it an execution
-    /// stores its own result before answering, so a slow store slows the answers instead of
-    /// letting results pile up in memory.
+    /// Most synchronous results waiting for the saver to store them (each is answered once
+    /// its batch is stored). Beyond it an execution stores its own result with one statement
+    /// before answering, so results never pile up in memory behind a slow store.
     pub max_unsaved_results: usize,
     pub hostname: String,
 }
@@ -91,6 +91,8 @@ pub(crate) struct SessionEntry {
     pub(crate) identifier: String,
     pub(crate) sandbox: sb::Sandbox,
     pub(crate) created_at: OffsetDateTime,
+    /// Why the session ended with its sandbox's death, once it has.
+    pub(crate) died: std::sync::OnceLock<String>,
 }
 
 /// A session bound to an identifier. Cheap to clone. Its sandbox serves the file operations;
@@ -248,6 +250,10 @@ struct Pool {
     /// The refill waits until then, or until the session that took a ready sandbox has run its
     /// first command (see [`ManagerConfig::refill_hold`]).
     refill_hold_until: Option<Instant>,
+    /// Identifiers whose session ended because its sandbox died, with why and when: the next
+    /// request for one answers [`PoolError::SandboxDied`] (once), so the client learns that
+    /// its files are gone instead of silently getting an empty sandbox.
+    died: HashMap<String, (Instant, String)>,
 }
 
 impl Pool {
@@ -385,6 +391,9 @@ struct RefillJob {
     _tracked: TaskTrackerToken,
 }
 
+/// How long the notice that a session's sandbox died waits for the identifier's next request.
+const DIED_NOTICE_KEPT: Duration = Duration::from_secs(3600);
+
 pub(crate) fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
@@ -450,6 +459,7 @@ impl PoolManager {
                 start_failures: 0,
                 retry_at: None,
                 refill_hold_until: None,
+                died: HashMap::new(),
             });
             let mut stale = Vec::new();
             if !pool.settings.same_sandbox_spec(&settings) {
@@ -558,6 +568,9 @@ impl PoolManager {
                 Some(Slot::Pending { rx, .. }) => Ok(Step::Wait(rx.clone())),
                 Some(Slot::Ending { rx, .. }) => Ok(Step::AfterEnd(rx.clone())),
                 None => {
+                    if let Some((_, why)) = pool.died.remove(identifier) {
+                        return Err(PoolError::SandboxDied(why));
+                    }
                     let max = pool.settings.max_concurrent_sessions;
                     if pool.sessions.len() >= max as usize {
                         self.inner.metrics.rejected();
@@ -633,9 +646,12 @@ impl PoolManager {
                 .pools
                 .get_mut(key)
                 .ok_or_else(|| PoolError::PoolNotFound(key.clone()))?;
+            // A session that died is deleted: nothing is left to say about it.
+            let died = pool.died.remove(identifier).is_some();
             match pool.sessions.get(identifier) {
-                // Absent, or already being destroyed by someone else.
-                None | Some(Slot::Ending { .. }) => return Ok(false),
+                None => return Ok(died),
+                // Already being destroyed by someone else.
+                Some(Slot::Ending { .. }) => return Ok(false),
                 Some(Slot::Pending { .. }) => {
                     // Its allocation finds the slot gone and destroys the sandbox it made.
                     pool.sessions.remove(identifier);
@@ -690,12 +706,17 @@ impl PoolManager {
         }
         for r in adopt {
             match attached.remove(&r.sandbox_id) {
-                Some(sandbox) if inner.adopt(&r, sandbox.clone()) => report.reattached += 1,
-                Some(sandbox) => {
-                    // The pool went away or the identifier was bound meanwhile.
-                    inner.destroy(&sandbox).await;
-                    report.dropped += 1;
-                }
+                Some(sandbox) => match inner.adopt(&r, sandbox.clone()) {
+                    Some(entry) => {
+                        inner.watch(entry);
+                        report.reattached += 1;
+                    }
+                    None => {
+                        // The pool went away or the identifier was bound meanwhile.
+                        inner.destroy(&sandbox).await;
+                        report.dropped += 1;
+                    }
+                },
                 None => {
                     inner.forget_stored(&r.pool, &r.identifier).await;
                     report.dropped += 1;
@@ -907,25 +928,28 @@ impl Inner {
     }
 
     /// Binds a recovered sandbox to its stored identifier, unless that changed meanwhile.
-    fn adopt(&self, r: &SessionRecord, sandbox: sb::Sandbox) -> bool {
+    fn adopt(&self, r: &SessionRecord, sandbox: sb::Sandbox) -> Option<Arc<SessionEntry>> {
         let mut st = self.lock();
-        let Some(pool) = st.pools.get_mut(&r.pool) else {
-            return false;
-        };
+        let pool = st.pools.get_mut(&r.pool)?;
         if pool.sessions.contains_key(&r.identifier) {
-            return false;
+            return None;
         }
         let entry = Arc::new(SessionEntry {
             pool: r.pool.clone(),
             identifier: r.identifier.clone(),
             sandbox,
             created_at: r.created_at,
+            died: Default::default(),
         });
         pool.sessions.insert(
             r.identifier.clone(),
-            Slot::Live(LiveSession::new(entry, r.last_accessed_at, r.etag.clone())),
+            Slot::Live(LiveSession::new(
+                entry.clone(),
+                r.last_accessed_at,
+                r.etag.clone(),
+            )),
         );
-        true
+        Some(entry)
     }
 
     async fn allocate(self: Arc<Self>, job: Allocation) {
@@ -951,6 +975,9 @@ impl Inner {
                 started,
             )
             .await;
+        if let Ok(session) = &result {
+            self.watch(session.entry.clone());
+        }
         if result.is_err() {
             let mut st = self.lock();
             if let Some(pool) = st
@@ -993,6 +1020,7 @@ impl Inner {
             identifier: identifier.to_owned(),
             sandbox: sandbox.clone(),
             created_at: created,
+            died: Default::default(),
         });
         let mut live = LiveSession::new(entry.clone(), created, new_etag());
         live.holds_refill = matches!(source, Source::Ready);
@@ -1021,6 +1049,72 @@ impl Inner {
         self.metrics.allocated(source, started.elapsed());
         tracing::debug!(pool = %key, identifier, sandbox = %sandbox.id(), ?source, "session allocated");
         Ok(Session { entry })
+    }
+
+    /// Ends the session when its sandbox's init exits, however that happens: the kernel tells
+    /// through the init's pidfd the runtime holds. Ends with the manager.
+    pub(crate) fn watch(self: &Arc<Self>, entry: Arc<SessionEntry>) {
+        let inner = Arc::downgrade(self);
+        let runtime = self.runtime.clone();
+        let cancel = self.signals.cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = runtime.exited(entry.sandbox.id()) => {}
+            }
+            if let Some(inner) = inner.upgrade() {
+                inner.sandbox_died(&entry, false).await;
+            }
+        });
+    }
+
+    /// Ends the session of `entry` because its sandbox died; returns why, or `None` when the
+    /// session had already ended (or ends by other hands). Unless `answered` (the caller tells
+    /// the client itself), the identifier's next request answers that reason, once. A session
+    /// of an `OnContainerExit` pool ends this way by its lifecycle: nothing to tell.
+    pub(crate) async fn sandbox_died(
+        &self,
+        entry: &Arc<SessionEntry>,
+        answered: bool,
+    ) -> Option<String> {
+        // Read before the cgroup goes with the sandbox.
+        let oom = entry.sandbox.stats().await.is_ok_and(|s| s.oom_kills > 0);
+        let why = format!(
+            "The sandbox of session '{}' died ({}); its files and processes are gone. The next \
+             request with this identifier starts a new session.",
+            entry.identifier,
+            if oom {
+                "it ran out of memory"
+            } else {
+                "its processes were killed from outside the sandbox, or its main process exited"
+            }
+        );
+        let ending = {
+            let mut st = self.lock();
+            let token = self.next_id();
+            let pool = st.pools.get_mut(&entry.pool)?;
+            let ending = pool.begin_end(&entry.identifier, Some(entry), token)?;
+            // Under the lock with the decision: whoever else looks finds it set.
+            let _ = entry.died.set(why.clone());
+            let timed = matches!(pool.settings.lifecycle, Lifecycle::Timed { .. });
+            if timed && !answered {
+                pool.died
+                    .insert(entry.identifier.clone(), (Instant::now(), why.clone()));
+            }
+            ending
+        };
+        self.metrics.sandbox_died();
+        tracing::warn!(pool = %entry.pool, identifier = %entry.identifier, sandbox = %entry.sandbox.id(), oom, "a session's sandbox died; the session ended");
+        self.retire(ending).await;
+        Some(why)
+    }
+
+    /// Drops the notice [`Inner::sandbox_died`] left for the identifier of `entry`: the death
+    /// was told another way (the result of the execution it ended).
+    pub(crate) fn take_died_notice(&self, entry: &SessionEntry) {
+        if let Some(pool) = self.lock().pools.get_mut(&entry.pool) {
+            pool.died.remove(&entry.identifier);
+        }
     }
 
     /// Marks an execution in flight (it keeps a `Timed` session alive).
@@ -1184,6 +1278,8 @@ impl Inner {
             let mut st = self.lock();
             for (key, pool) in st.pools.iter_mut() {
                 let lifecycle = pool.settings.lifecycle;
+                pool.died
+                    .retain(|_, (at, _)| at.elapsed() < DIED_NOTICE_KEPT);
                 let mut ending = Vec::new();
                 for (identifier, slot) in &pool.sessions {
                     let Slot::Live(l) = slot else { continue };

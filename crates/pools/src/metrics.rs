@@ -43,6 +43,9 @@ pub struct PoolMetrics {
     pub allocations: Vec<(&'static str, u64)>,
     /// Acquires refused because the pool was at `max_concurrent_sessions`.
     pub allocations_rejected: u64,
+    /// Sessions ended because their sandbox's init exited (killed from the host, OOM, or the
+    /// main process of an `OnContainerExit` session ended).
+    pub sessions_sandbox_died: u64,
     /// Label `outcome`: `succeeded`, `failed` or `timed_out`.
     pub executions: Vec<(&'static str, u64)>,
     /// Time from an acquire that creates a session to the session being usable.
@@ -98,6 +101,7 @@ pub(crate) struct Metrics {
     from_ready: AtomicU64,
     on_demand: AtomicU64,
     rejected: AtomicU64,
+    sandbox_died: AtomicU64,
     succeeded: AtomicU64,
     failed: AtomicU64,
     timed_out: AtomicU64,
@@ -119,6 +123,10 @@ impl Metrics {
         self.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn sandbox_died(&self) {
+        self.sandbox_died.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn executed(&self, status: ExecutionStatus, duration: Duration) {
         match status {
             ExecutionStatus::Succeeded => &self.succeeded,
@@ -138,6 +146,7 @@ impl Metrics {
                 ("on_demand", load(&self.on_demand)),
             ],
             allocations_rejected: load(&self.rejected),
+            sessions_sandbox_died: load(&self.sandbox_died),
             executions: vec![
                 ("succeeded", load(&self.succeeded)),
                 ("failed", load(&self.failed)),

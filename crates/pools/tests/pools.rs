@@ -509,8 +509,12 @@ impl SessionStore for GatedStore {
     }
 }
 
+/// A synchronous result is answered only once it is stored (so an answered result survives a
+/// crash): behind a stalled store the answers wait, readable from memory meanwhile; beyond
+/// `max_unsaved_results` waiting, an execution stores its own result (one statement) and is
+/// answered without the batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_store_makes_executions_store_their_own_results() {
+async fn synchronous_results_are_stored_before_they_are_answered() {
     let config = ManagerConfig {
         max_unsaved_results: 2,
         ..fast_config()
@@ -536,25 +540,44 @@ async fn a_stalled_store_makes_executions_store_their_own_results() {
             let key = key.clone();
             async move { store.get_execution(&key, "slow-store", id).await.unwrap() }
         };
-        for id in ["q1", "q2", "q3"] {
+        let mut waiting = Vec::new();
+        for id in ["q1", "q2"] {
             let mut req = ExecuteRequest::new(format!("echo {id}"));
             req.id = Some(id.into());
-            let done = m.execute(&s, req).await.expect("execute").wait().await;
-            assert_eq!(done.expect("answered").stdout, format!("{id}\n"));
+            let h = m.execute(&s, req).await.expect("execute");
+            waiting.push(tokio::spawn(h.wait()));
         }
-        // Two results wait for the stalled saver (readable from memory); the third found the
-        // queue full and stored itself before answering.
-        assert_eq!(stored("q1").await, None);
-        assert_eq!(stored("q2").await, None);
-        assert!(stored("q3").await.is_some());
-        let q1 = m.execution(key, "slow-store", "q1").await.unwrap();
-        assert_eq!(q1.map(|r| r.stdout), Some("q1\n".to_string()));
-        // Once the store moves again, the queued ones land too.
-        gated.get().expect("store").gate.add_permits(16);
-        eventually("the queued results are stored", || async {
-            stored("q1").await.is_some() && stored("q2").await.is_some()
+        let ended = |id: &'static str| async move {
+            m.execution(key, "slow-store", id)
+                .await
+                .unwrap()
+                .is_some_and(|r| r.status != ExecutionStatus::Running)
+        };
+        eventually("both commands ended", || async {
+            ended("q1").await && ended("q2").await
         })
         .await;
+        // Ended, readable from memory, not stored: not answered either.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for (h, id) in waiting.iter().zip(["q1", "q2"]) {
+            assert!(!h.is_finished(), "{id} was answered before it was stored");
+            assert_eq!(stored(id).await, None);
+        }
+        let q1 = m.execution(key, "slow-store", "q1").await.unwrap();
+        assert_eq!(q1.map(|r| r.stdout), Some("q1\n".to_string()));
+        // The third finds two waiting and stores its own result before answering.
+        let mut req = ExecuteRequest::new("echo q3");
+        req.id = Some("q3".into());
+        let done = m.execute(&s, req).await.expect("execute").wait().await;
+        assert_eq!(done.expect("answered").stdout, "q3\n");
+        assert!(stored("q3").await.is_some());
+        // Once the store moves again, the waiting ones are stored, then answered.
+        gated.get().expect("store").gate.add_permits(16);
+        for (h, id) in waiting.into_iter().zip(["q1", "q2"]) {
+            let r = h.await.expect("task").expect("answered");
+            assert_eq!(r.stdout, format!("{id}\n"));
+            assert!(stored(id).await.is_some(), "{id} answered, not stored");
+        }
     })
     .await;
 }

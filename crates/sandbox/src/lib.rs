@@ -46,6 +46,10 @@ pub struct RuntimeConfig {
     pub uid_base: u32,
     /// Size of each sandbox's host uid range (sandbox uid 0 .. this).
     pub uids_per_sandbox: u32,
+    /// How many such ranges follow `uid_base` (at most this many sandboxes at once): the
+    /// runtime never hands out a host uid at or past `uid_base + uid_slots * uids_per_sandbox`,
+    /// so instances with disjoint ranges never share a uid.
+    pub uid_slots: u32,
     /// Cgroup below which each sandbox gets `<parent>/<id>`.
     pub cgroup_parent: String,
     /// Egress network slots; `None`: `NetworkMode::Egress` is refused.
@@ -60,6 +64,9 @@ pub struct RuntimeConfig {
     pub ready_netns: usize,
 }
 
+/// [`RuntimeConfig::uid_slots`] unless set otherwise: 4,096 sandboxes of 65,536 uids.
+pub const DEFAULT_UID_SLOTS: u32 = 4096;
+
 /// [`RuntimeConfig::ready_netns`] unless set otherwise.
 pub const DEFAULT_READY_NETNS: usize = 4;
 pub use zygote::MAX_READY_NETNS;
@@ -73,6 +80,7 @@ impl RuntimeConfig {
             init_args: Vec::new(),
             uid_base: 1_000_000_000,
             uids_per_sandbox: 65_536,
+            uid_slots: DEFAULT_UID_SLOTS,
             cgroup_parent: "sandpool".into(),
             egress: None,
             zygote: true,

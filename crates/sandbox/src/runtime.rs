@@ -87,6 +87,8 @@ pub(crate) struct RtInner {
     live: Mutex<HashMap<String, u32>>,
     /// Uid slots in use (also those of sandboxes an earlier process left behind).
     slots: Mutex<BTreeSet<u32>>,
+    /// A pidfd of each live sandbox's init, by id: what [`Runtime::exited`] waits on.
+    inits: Mutex<HashMap<String, Arc<OwnedFd>>>,
     /// Forks inits without an exec per sandbox; started on first use.
     zygote: Zygote,
 }
@@ -201,6 +203,7 @@ impl Runtime {
                 argv_prefix,
                 live: Mutex::new(HashMap::new()),
                 slots: Mutex::new(slots),
+                inits: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -276,7 +279,8 @@ impl Runtime {
             )));
         }
         let mut slots = lock(&self.inner.slots);
-        let max = (u32::MAX - self.inner.cfg.uid_base) / self.inner.cfg.uids_per_sandbox;
+        let cfg = &self.inner.cfg;
+        let max = ((u32::MAX - cfg.uid_base) / cfg.uids_per_sandbox).min(cfg.uid_slots);
         let slot = (0..max)
             .find(|s| !slots.contains(s))
             .ok_or_else(|| SandboxError::Start("no free uid range left".into()))?;
@@ -287,11 +291,48 @@ impl Runtime {
 
     pub(crate) fn forget_id(&self, id: &str) {
         lock(&self.inner.live).remove(id);
+        lock(&self.inner.inits).remove(id);
     }
 
     pub(crate) fn forget(&self, id: &str, slot: u32) {
-        lock(&self.inner.live).remove(id);
+        self.forget_id(id);
         lock(&self.inner.slots).remove(&slot);
+    }
+
+    /// Keeps a pidfd of the init of sandbox `id` for [`Runtime::exited`].
+    fn watch_init(&self, id: &str, pidfd: &OwnedFd) {
+        if let Ok(fd) = pidfd.try_clone() {
+            lock(&self.inner.inits).insert(id.to_owned(), Arc::new(fd));
+        }
+    }
+
+    /// Resolves once the init of sandbox `id` has exited: killed from the host (every process
+    /// of its cgroup, an operator's `kill -9`, the OOM killer) or ended by itself. The kernel
+    /// says so through the init's pidfd, at once. Resolves at once for a sandbox this runtime
+    /// does not hold (destroyed, or never started or attached here).
+    pub async fn exited(&self, id: &str) {
+        let Some(pidfd) = lock(&self.inner.inits).get(id).cloned() else {
+            return;
+        };
+        let registered = pidfd.try_clone().ok().and_then(|fd| {
+            // SAFETY: the AsyncFd owns this duplicate, so it stays open while registered.
+            unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            }
+            .ok()
+        });
+        match registered {
+            // A pidfd turns readable when its process exits, and stays so.
+            Some(afd) => {
+                let _ = afd.readable().await.map(|mut g| g.retain_ready());
+            }
+            // Cannot wait on it (no reactor slot): look every second instead.
+            None => {
+                while !pidfd_exited(&pidfd) {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
     }
 
     async fn start_inner(&self, spec: SandboxSpec) -> Result<Sandbox, SandboxError> {
@@ -465,6 +506,9 @@ impl Runtime {
             }));
         }
         let conn = conn?;
+        if let Some(fd) = &partial.pidfd {
+            self.watch_init(id, fd);
+        }
         let parts = SandboxParts {
             rt: self.clone(),
             meta,
@@ -514,6 +558,7 @@ impl Runtime {
             lock(&self.inner.live).insert(id.to_string(), meta.uid_slot);
             lock(&self.inner.slots).insert(meta.uid_slot);
         }
+        self.watch_init(id, &pidfd);
         let parts = SandboxParts {
             rt: self.clone(),
             net: meta.net.as_ref().map(MetaSlot::to_slot),
@@ -700,6 +745,19 @@ async fn read_status(fd: OwnedFd) -> Result<String, SandboxError> {
     }
     let s = String::from_utf8_lossy(&buf);
     Ok(s.lines().next().unwrap_or("").to_string())
+}
+
+/// Whether the process behind `pidfd` has exited (its pidfd polls readable).
+fn pidfd_exited(pidfd: &OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// Waits until the process behind `pidfd` has exited, and reaps it if it is our child.

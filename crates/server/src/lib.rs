@@ -10,6 +10,7 @@ pub mod auth;
 mod cloud;
 pub mod data_dir;
 pub mod http;
+pub mod instance;
 pub mod metrics;
 mod ops;
 pub mod paths;
@@ -285,6 +286,8 @@ pub struct Server {
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
     state: AppState,
     router: Router,
+    /// Held until the server has stopped: its data dir and its host resources.
+    instance: instance::Instance,
 }
 
 impl Server {
@@ -301,6 +304,20 @@ impl Server {
         let sqlite_file =
             (url == Store::sqlite_url(&config.data_dir)).then_some(default_db.as_path());
         data_dir::prepare(&config.data_dir, sqlite_file)?;
+        // Before anything of the data dir or the host is touched: a second server on this data
+        // dir, or one whose sandboxes would share host resources with another's, stops here.
+        let (instance, unregistered) =
+            match instance::claim(&config.data_dir, &config.sandbox, &config.sandbox.registry) {
+                Ok(i) => (i, None),
+                // No registry (e.g. /run is not writable): no sandboxes, so nothing to share.
+                Err(instance::InstanceError::Io { context, source }) => (
+                    instance::Instance::unregistered(&config.data_dir)?,
+                    Some(format!(
+                        "the instance registry is unusable ({context}: {source})"
+                    )),
+                ),
+                Err(e) => return Err(e.into()),
+            };
         let listener = std::net::TcpListener::bind(config.listen)
             .with_context(|| format!("binding {}", config.listen))?;
         listener.set_nonblocking(true)?;
@@ -322,7 +339,10 @@ impl Server {
             }
         };
         let store = Store::open(&url).await?;
-        let sandboxes = sandboxes::Sandboxes::start(&config.data_dir, &config.sandbox).await;
+        let sandboxes = match unregistered {
+            None => sandboxes::Sandboxes::start(&config.data_dir, &config.sandbox).await,
+            Some(why) => sandboxes::Sandboxes::unavailable(why),
+        };
         let auth = auth::open(&config.data_dir, &public_url, store.clone())?;
         if let Some(max_age) = config.signing_key_max_age {
             auth::maintain_keys(&auth, max_age)?;
@@ -350,6 +370,7 @@ impl Server {
             tls,
             state,
             router,
+            instance,
         })
     }
 
@@ -400,6 +421,7 @@ impl Server {
             }
         }
         self.state.store.close().await;
+        drop(self.instance);
         tracing::info!("sandpool stopped");
         Ok(())
     }

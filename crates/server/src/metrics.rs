@@ -201,6 +201,13 @@ impl Collector for PoolCollector {
             None,
             rejected.metric_type(),
         )?)?;
+        let died = ConstCounter::new(snap.sessions_sandbox_died);
+        died.encode(encoder.encode_descriptor(
+            "sandpool_sessions_sandbox_died",
+            "Sessions ended because their sandbox died (killed from the host, out of memory, main process exited)",
+            None,
+            died.metric_type(),
+        )?)?;
         counters(
             &mut encoder,
             "sandpool_executions",

@@ -19,6 +19,11 @@ pub struct SandboxSettings {
     pub cgroup_parent: String,
     /// First host uid of the ranges handed to sandboxes.
     pub uid_base: u32,
+    /// How many sandbox ranges (65,536 uids each) follow `uid_base`: this instance's host uid
+    /// range, which no other instance on the host may overlap.
+    pub uid_slots: u32,
+    /// Host-wide registry of the instances' claims (see [`crate::instance`]).
+    pub registry: PathBuf,
     /// Egress network slots; `None` disables egress (pools asking for it fail to start sessions).
     pub egress: Option<sandpool_net::NetConfig>,
 }
@@ -30,6 +35,8 @@ impl Default for SandboxSettings {
             init_args: vec!["__sandbox-init".into()],
             cgroup_parent: DEFAULT_CGROUP_PARENT.into(),
             uid_base: DEFAULT_UID_BASE,
+            uid_slots: sandpool_sandbox::DEFAULT_UID_SLOTS,
+            registry: PathBuf::from(crate::instance::DEFAULT_REGISTRY),
             egress: Some(sandpool_net::NetConfig::default()),
         }
     }
@@ -139,6 +146,7 @@ pub async fn start_runtime(
     config.init_args = settings.init_args.clone();
     config.cgroup_parent = settings.cgroup_parent.clone();
     config.uid_base = settings.uid_base;
+    config.uid_slots = settings.uid_slots;
     config.egress = settings.egress.clone();
     match Runtime::new(config.clone()).await {
         Ok(runtime) => Ok(runtime),
@@ -174,6 +182,15 @@ impl Sandboxes {
                     unavailable: Some(format!("{e:#}").into()),
                 }
             }
+        }
+    }
+
+    /// No runtime, for `why` (answered with the 503 of [`Sandboxes::runtime`]).
+    pub fn unavailable(why: String) -> Sandboxes {
+        tracing::error!(error = %why, "sandboxes unavailable on this host");
+        Sandboxes {
+            runtime: None,
+            unavailable: Some(why.into()),
         }
     }
 

@@ -104,9 +104,9 @@ impl TestServer {
     }
 
     async fn launch(&mut self) {
-        let config = self.config.clone();
+        let mut config = self.config.clone();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<
-            Result<(SocketAddr, String, crate::auth::ServerAuth), String>,
+            Result<(SocketAddr, String, crate::auth::ServerAuth, u32), String>,
         >();
         let (stop_tx, stop_rx) = mpsc::channel::<Stop>();
         let thread = std::thread::spawn(move || {
@@ -125,6 +125,7 @@ impl TestServer {
             let served = rt.spawn(async move {
                 // A killed server's runtime is shut down in the background, so its listener
                 // may outlive the kill by a moment: a restart on the same port waits for it.
+                // Likewise its hold on the data dir.
                 let mut attempts = 0;
                 let server = loop {
                     match Server::bind(&config).await {
@@ -134,10 +135,31 @@ impl TestServer {
                                 && e.chain().any(|c| {
                                     c.downcast_ref::<std::io::Error>().map(|io| io.kind())
                                         == Some(std::io::ErrorKind::AddrInUse)
+                                        || matches!(
+                                            c.downcast_ref::<crate::instance::InstanceError>(),
+                                            Some(
+                                                crate::instance::InstanceError::DataDirInUse { .. }
+                                            )
+                                        )
                                 }) =>
                         {
                             attempts += 1;
                             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                        // Test servers of another process took this uid band: take the next.
+                        Err(e)
+                            if attempts < 100
+                                && e.chain().any(|c| {
+                                    matches!(
+                                        c.downcast_ref::<crate::instance::InstanceError>(),
+                                        Some(crate::instance::InstanceError::Conflict(m))
+                                            if m.contains("--uid-base")
+                                                && !m.contains("--cgroup-parent")
+                                    )
+                                }) =>
+                        {
+                            attempts += 1;
+                            config.sandbox.uid_base = next_band(config.sandbox.uid_base);
                         }
                         Err(e) => {
                             let _ = ready_tx.send(Err(format!("{e:#}")));
@@ -149,6 +171,7 @@ impl TestServer {
                     server.local_addr(),
                     server.public_url().to_owned(),
                     server.state().auth.clone(),
+                    config.sandbox.uid_base,
                 )));
                 if let Err(e) = server
                     .run(async {
@@ -169,13 +192,14 @@ impl TestServer {
             }
             rt.shutdown_background();
         });
-        let (addr, public_url, auth) = match ready_rx.await {
+        let (addr, public_url, auth, uid_base) = match ready_rx.await {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => panic!("test server failed to start: {e}"),
             Err(_) => panic!("test server thread died before it was ready"),
         };
         // Later restarts reuse the port, so URLs handed out before stay valid.
         self.config.listen = addr;
+        self.config.sandbox.uid_base = uid_base;
         self.base_url = public_url;
         self.auth = Some(auth);
         self.running = Some(Running {
@@ -415,6 +439,18 @@ async fn drop_database(admin: &str, name: &str) {
     .await;
 }
 
+/// 150 bands of 256 sandboxes x 65,536 uids between 1.6e9 and u32::MAX: a test server's uid
+/// range.
+const BANDS: u32 = 150;
+const BAND_SLOTS: u32 = 256;
+const FIRST_BAND: u32 = 1_600_000_000;
+
+/// The uid base of the band after `base`'s (the first after the last).
+fn next_band(base: u32) -> u32 {
+    let band = (base.saturating_sub(FIRST_BAND) / (BAND_SLOTS * 65_536) + 1) % BANDS;
+    FIRST_BAND + band * BAND_SLOTS * 65_536
+}
+
 /// Sandbox settings of a test server: its own cgroup parent and host uid band (so servers
 /// running at once in one test binary never share either), no egress unless a test sets it, and
 /// the init binary found beside the test executable (`sandpool-server-test-init` of this crate,
@@ -422,15 +458,14 @@ async fn drop_database(admin: &str, name: &str) {
 pub fn test_sandbox_settings() -> crate::sandboxes::SandboxSettings {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT_BAND: AtomicU32 = AtomicU32::new(0);
-    // 150 bands of 256 sandboxes x 65,536 uids between 1.6e9 and u32::MAX.
-    const BANDS: u32 = 150;
     let band = (NEXT_BAND.fetch_add(1, Ordering::Relaxed) + std::process::id()) % BANDS;
     let mut settings = crate::sandboxes::SandboxSettings {
         cgroup_parent: format!(
             "sandpool-test-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         ),
-        uid_base: 1_600_000_000 + band * 256 * 65_536,
+        uid_base: FIRST_BAND + band * BAND_SLOTS * 65_536,
+        uid_slots: BAND_SLOTS,
         egress: None,
         ..Default::default()
     };

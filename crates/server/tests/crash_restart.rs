@@ -265,6 +265,25 @@ async fn run(store: &str) -> anyhow::Result<()> {
     p1.upload(SURVIVOR, "blob.bin", &blob).await?;
     // The sandbox's identity: when its init started (its pid 1's start time).
     let init_started = p1.exec(SURVIVOR, INIT_START).await?;
+    // A command running when the server dies (asynchronous, so it can be polled afterwards),
+    // and the result answered last before the crash: it was stored before it was answered.
+    let running = p1
+        .start_async(SURVIVOR, "echo begun > /mnt/data/begun; sleep 300")
+        .await?;
+    for _ in 0..300 {
+        if p1
+            .exec(SURVIVOR, "test -e /mnt/data/begun && echo y || echo n")
+            .await?
+            == "y\n"
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let last = p1
+        .exec_with_id(SURVIVOR, "echo last", "last-answered")
+        .await?;
+    anyhow::ensure!(last == "last\n", "the last command's stdout: {last:?}");
 
     // The crash leaves the ready sandboxes and the session's running: the restart must sweep the
     // ready ones and keep the session's.
@@ -310,6 +329,33 @@ async fn run(store: &str) -> anyhow::Result<()> {
     );
     let content = p1.exec(SURVIVOR, "cat /mnt/data/f.txt").await?;
     anyhow::ensure!(content == "before\n", "f.txt after the crash: {content:?}");
+    // The answered result is there. The running command is not re-attached: the init streams
+    // a command's output over the connection that started it and ends the command when that
+    // connection goes (nothing could receive its output); its record says why it failed.
+    let (status, body) = p1.execution(SURVIVOR, "last-answered").await?;
+    anyhow::ensure!(
+        status == 200 && body["result"]["stdout"] == "last\n",
+        "the result answered before the crash: {status} {body}"
+    );
+    let (status, body) = p1.execution(SURVIVOR, &running).await?;
+    anyhow::ensure!(
+        status == 200
+            && body["status"] == "Failed"
+            && body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("server restarted")),
+        "the command running at the crash: {status} {body}"
+    );
+    let sleepers = p1
+        .exec(
+            SURVIVOR,
+            "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -c 'slee[p] 300' || true",
+        )
+        .await?;
+    anyhow::ensure!(
+        sleepers == "0\n",
+        "the command outlived its server: {sleepers:?}"
+    );
     let (status, downloaded) = p1.download(SURVIVOR, "blob.bin").await?;
     anyhow::ensure!(
         status == 200,
@@ -427,6 +473,55 @@ impl SessionApi {
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| anyhow::anyhow!("`{command}`: no stdout in {text}"))
+    }
+
+    /// Runs `command` with execution id `id`; it must exit 0. Answers its stdout.
+    async fn exec_with_id(
+        &self,
+        identifier: &str,
+        command: &str,
+        id: &str,
+    ) -> anyhow::Result<String> {
+        let r = self
+            .http
+            .post(self.url("executions", identifier))
+            .header("operation-id", id)
+            .json(&json!({ "shellCommand": command }))
+            .send()
+            .await?;
+        let (status, text, body) = json_answer(r).await?;
+        anyhow::ensure!(
+            status == 200 && body["result"]["exitCode"] == 0,
+            "`{command}` as {identifier}: {status} {text}"
+        );
+        Ok(body["result"]["stdout"].as_str().unwrap_or("").to_owned())
+    }
+
+    /// Starts `command` asynchronously; answers its execution id.
+    async fn start_async(&self, identifier: &str, command: &str) -> anyhow::Result<String> {
+        let r = self
+            .http
+            .post(self.url("executions", identifier))
+            .json(&json!({ "shellCommand": command, "executionType": "Asynchronous" }))
+            .send()
+            .await?;
+        let (status, text, body) = json_answer(r).await?;
+        anyhow::ensure!(status == 202, "async `{command}`: {status} {text}");
+        body["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("no id in {text}"))
+    }
+
+    /// `GET executions/{id}`: status and body.
+    async fn execution(&self, identifier: &str, id: &str) -> anyhow::Result<(u16, Value)> {
+        let r = self
+            .http
+            .get(self.url(&format!("executions/{id}"), identifier))
+            .send()
+            .await?;
+        let (status, _, body) = json_answer(r).await?;
+        Ok((status, body))
     }
 
     async fn upload(&self, identifier: &str, name: &str, bytes: &[u8]) -> anyhow::Result<()> {

@@ -183,8 +183,13 @@ pub(crate) fn execution_body(r: &ExecutionRecord, execution_type: &str) -> Value
             "stderrTruncated": r.stderr_truncated,
         });
     }
+    let died = r
+        .error
+        .as_deref()
+        .is_some_and(|e| e.starts_with("SessionSandboxDied:"));
     let code = match r.status {
         ExecutionStatus::TimedOut => Some("ExecutionTimedOut"),
+        ExecutionStatus::Failed if died => Some("SessionSandboxDied"),
         ExecutionStatus::Failed => Some("ExecutionFailed"),
         _ => None,
     };

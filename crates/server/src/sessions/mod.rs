@@ -249,6 +249,7 @@ impl From<PoolError> for DataError {
             }
             PoolError::PoolNotFound(_) => ApiError::new(404, "ResourceNotFound", msg),
             PoolError::SessionNotFound(_) => ApiError::new(404, "SessionNotFound", msg),
+            PoolError::SandboxDied(_) => ApiError::conflict("SessionSandboxDied", msg),
             PoolError::InvalidRequest(_) => ApiError::invalid_request_content(msg),
             PoolError::ExecutionExists(_) => ApiError::conflict("ExecutionAlreadyExists", msg),
             PoolError::SandboxStart(_) => ApiError::new(503, "SessionStartFailed", msg),
