@@ -164,7 +164,28 @@ fn serve_config(g: &Global, a: &ServeArgs) -> sandpool_server::ServeConfig {
             }),
             ..Default::default()
         },
+        limits: limits_of(&a.limits),
         ..ServeConfig::default()
+    }
+}
+
+fn limits_of(a: &crate::args::LimitArgs) -> sandpool_server::limits::Limits {
+    let host = sandpool_server::limits::Limits::default();
+    sandpool_server::limits::Limits {
+        session_cpu_millicores: a.session_cpus,
+        max_session_cpu_millicores: a
+            .max_session_cpus
+            .unwrap_or(host.max_session_cpu_millicores),
+        host_cpu_ceiling_millicores: a.host_cpu_ceiling,
+        max_session_memory_bytes: a
+            .max_session_memory
+            .unwrap_or(host.max_session_memory_bytes),
+        max_session_pids: a.max_session_pids.unwrap_or(host.max_session_pids),
+        max_pool_sessions: a.max_pool_sessions,
+        max_ready_sessions: a.max_ready_sessions,
+        max_session_executions: a.max_session_executions,
+        execution_history: a.execution_history,
+        execution_retention: a.execution_retention,
     }
 }
 

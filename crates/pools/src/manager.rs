@@ -52,6 +52,14 @@ pub struct ManagerConfig {
     /// stores its own result before answering, so a slow store slows the answers instead of
     /// letting results pile up in memory.
     pub max_unsaved_results: usize,
+    /// CPU bound (millicores) of a session whose pool names none: without one a session could
+    /// take every core of the host.
+    pub default_cpu_millicores: Option<u64>,
+    /// No session gets more cpu than this, whatever its pool says (a pool stored before the
+    /// server's bound was lowered); `None`: no bound.
+    pub max_cpu_millicores: Option<u64>,
+    /// Executions running at once in one session; beyond it [`PoolError::TooManyExecutions`].
+    pub max_executions_per_session: u32,
     pub hostname: String,
 }
 
@@ -70,6 +78,9 @@ impl Default for ManagerConfig {
             refill_retry: Duration::from_millis(500),
             refill_hold: Duration::from_millis(50),
             max_unsaved_results: 1024,
+            default_cpu_millicores: Some(1000),
+            max_cpu_millicores: None,
+            max_executions_per_session: 16,
             hostname: "sandbox".into(),
         }
     }
@@ -843,7 +854,11 @@ impl Inner {
             rootfs: sb::RootFs::Host,
             limits: sb::Limits {
                 memory_bytes: settings.memory_bytes.or(defaults.memory_bytes),
-                cpu_millicores: settings.cpu_millicores.or(defaults.cpu_millicores),
+                cpu_millicores: settings
+                    .cpu_millicores
+                    .or(self.config.default_cpu_millicores)
+                    .or(defaults.cpu_millicores)
+                    .map(|c| self.config.max_cpu_millicores.map_or(c, |max| c.min(max))),
                 ..defaults
             },
             network: if settings.egress {
@@ -1031,6 +1046,10 @@ impl Inner {
             .get_mut(&entry.pool)
             .and_then(|p| p.live_mut(entry))
             .ok_or_else(|| PoolError::SessionNotFound(entry.identifier.clone()))?;
+        let max = self.config.max_executions_per_session;
+        if live.in_flight >= max {
+            return Err(PoolError::TooManyExecutions { max });
+        }
         live.in_flight += 1;
         live.last_accessed = live.last_accessed.max(now());
         Ok(())

@@ -8,6 +8,7 @@
 pub mod arm;
 pub mod auth;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 mod ops;
 pub mod paths;
@@ -67,6 +68,8 @@ pub struct ServeConfig {
     /// Age at which the token signing key is replaced (tokens it signed stay valid until they
     /// expire); `None`: never.
     pub signing_key_max_age: Option<std::time::Duration>,
+    /// What one session, pool and cluster may ask for; executions kept and run at once.
+    pub limits: limits::Limits,
 }
 
 impl Default for ServeConfig {
@@ -84,6 +87,7 @@ impl Default for ServeConfig {
             max_body_size: 4 * 1024 * 1024,
             sandbox: sandboxes::SandboxSettings::default(),
             signing_key_max_age: Some(std::time::Duration::from_secs(30 * 24 * 3600)),
+            limits: limits::Limits::default(),
         }
     }
 }
@@ -134,6 +138,8 @@ pub struct AppState {
     pub auth: auth::ServerAuth,
     /// The pool manager of session pools (set at startup when sandboxes are available).
     pub pools: sessions::Pools,
+    /// Bounds checked when pools and clusters are written.
+    pub limits: Arc<limits::Limits>,
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -163,13 +169,34 @@ fn auth_layer(router: Router<AppState>, auth: &auth::ServerAuth) -> Router<AppSt
     auth::layer(router, auth)
 }
 
-/// Builds the state and the router (without path normalisation; see [`service`]).
+/// Builds the state and the router (without path normalisation; see [`service`]), with the
+/// default [`limits::Limits`].
 pub async fn build_app(
     store: Store,
     public_url: &str,
     body_limit: usize,
     sandboxes: sandboxes::Sandboxes,
     auth: auth::ServerAuth,
+) -> anyhow::Result<(AppState, Router)> {
+    build_app_with_limits(
+        store,
+        public_url,
+        body_limit,
+        sandboxes,
+        auth,
+        limits::Limits::default(),
+    )
+    .await
+}
+
+/// [`build_app`] with the given limits.
+pub async fn build_app_with_limits(
+    store: Store,
+    public_url: &str,
+    body_limit: usize,
+    sandboxes: sandboxes::Sandboxes,
+    auth: auth::ServerAuth,
+    limits: limits::Limits,
 ) -> anyhow::Result<(AppState, Router)> {
     let routes = all_routes();
     let openapi = routes
@@ -189,6 +216,7 @@ pub async fn build_app(
         commands: runcommand::Commands::default(),
         pools: sessions::Pools::default(),
         auth,
+        limits: Arc::new(limits),
     };
     let router = layered(routes.router, &state).with_state(state.clone());
     Ok((state, router))
@@ -287,8 +315,20 @@ impl Server {
         if let Some(max_age) = config.signing_key_max_age {
             auth::maintain_keys(&auth, max_age)?;
         }
-        let (state, router) =
-            build_app(store, &public_url, config.max_body_size, sandboxes, auth).await?;
+        if let Ok(runtime) = sandboxes.runtime() {
+            runtime
+                .set_cpu_ceiling(config.limits.host_cpu_ceiling_millicores)
+                .context("applying --host-cpu-ceiling to the sandboxes' cgroup parent")?;
+        }
+        let (state, router) = build_app_with_limits(
+            store,
+            &public_url,
+            config.max_body_size,
+            sandboxes,
+            auth,
+            config.limits.clone(),
+        )
+        .await?;
         if config.create_defaults {
             create_defaults(&state).await?;
         }

@@ -237,13 +237,18 @@ pub async fn cluster_settings(
         .await?
         .filter(|k| !k.is_empty());
     Ok(ClusterSettings {
-        cpu_millicores: Some((p.limits.cpu * 1000.0).round().max(1.0) as u64),
+        cpu_millicores: Some(cpu_millicores(p.limits.cpu)),
         memory_bytes: bodies::memory_bytes(&p.limits.memory),
         pids: Some(u64::from(p.limits.pids)),
         egress: p.egress.eq_ignore_ascii_case("Enabled"),
         command_timeout: Duration::from_secs(u64::from(p.command_timeout_in_seconds)),
         kubeconfig,
     })
+}
+
+/// Cores of a cluster's `limits.cpu` as millicores (at least 1).
+pub fn cpu_millicores(cores: f64) -> u64 {
+    (cores * 1000.0).round().max(1.0) as u64
 }
 
 async fn run_command(

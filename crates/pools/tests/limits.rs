@@ -1,0 +1,210 @@
+//! Limits a shared host needs, against real sandboxes and cgroups (run as root): the default
+//! CPU bound of a session, the ceiling of all sandboxes, concurrent executions per session, and
+//! a session at its pids limit.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use sandpool_cgroups::{CgroupManager, CpuQuota};
+use sandpool_pools::{ExecuteRequest, ExecutionStatus, ManagerConfig, PoolError};
+
+/// Reads `file` of the sandbox's cgroup in the hierarchy that has it (v1: the cpu one).
+fn cgroup_file(parent: &str, sandbox: &str, file: &str) -> String {
+    let m = CgroupManager::detect(parent).expect("cgroups");
+    for dir in m.parent_dirs() {
+        if let Ok(text) = std::fs::read_to_string(dir.join(sandbox).join(file)) {
+            return text.trim().to_owned();
+        }
+    }
+    panic!("no {file} for sandbox {sandbox} under {parent}");
+}
+
+/// Two busy loops in a session whose pool names no cpu: the session's cgroup carries a one-core
+/// quota and the kernel throttles it. Measured by the cgroup's own counters (throttled periods,
+/// cpu time against the wall time the loops ran at most), never by how long anything took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_without_a_cpu_limit_gets_one_core() {
+    with_manager("cpu-default", |fx| async move {
+        let (m, key) = (&fx.manager, &fx.key);
+        let mut s = settings(2, 0, timed(300));
+        s.cpu_millicores = None;
+        m.upsert_pool(key.clone(), s).await.expect("pool");
+        let session = m.acquire(key, "spin").await.expect("acquire");
+        let id = session.sandbox_id().to_owned();
+        let parent = fx.cfg.cgroup_parent.clone();
+        let quota = match CgroupManager::detect(&parent).expect("cgroups").version() {
+            sandpool_cgroups::CgroupVersion::V1 => cgroup_file(&parent, &id, "cpu.cfs_quota_us"),
+            sandpool_cgroups::CgroupVersion::V2 => cgroup_file(&parent, &id, "cpu.max"),
+        };
+        assert!(
+            quota == "100000" || quota == "100000 100000",
+            "one core per 100 ms period: {quota}"
+        );
+
+        let sandbox = session.sandbox().clone();
+        let before = sandbox.stats().await.expect("stats").cpu_usage;
+        let t0 = Instant::now();
+        let r = run(
+            m,
+            &session,
+            "(while :; do :; done) & a=$!; (while :; do :; done) & b=$!; sleep 2; kill $a $b; wait",
+        )
+        .await;
+        let wall = t0.elapsed();
+        assert_eq!(r.status, ExecutionStatus::Succeeded, "{r:?}");
+        let used = sandbox.stats().await.expect("stats").cpu_usage - before;
+        let throttled = throttled_periods(&parent, &id);
+        assert!(throttled > 0, "the quota never throttled the loops");
+        // Unbounded, two loops take close to two cores of a two-core host; bounded, at most one
+        // core of the wall time (plus a period of slack).
+        let ratio = used.as_secs_f64() / (wall + Duration::from_millis(100)).as_secs_f64();
+        assert!(ratio <= 1.2, "the session used {ratio:.2} cores");
+    })
+    .await;
+}
+
+fn throttled_periods(parent: &str, sandbox: &str) -> u64 {
+    cgroup_file(parent, sandbox, "cpu.stat")
+        .lines()
+        .find_map(|l| l.strip_prefix("nr_throttled "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("nr_throttled in cpu.stat")
+}
+
+/// A pool's own `resources.cpu` wins over the default; the manager's bound caps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pools_cpu_applies_and_the_bound_caps_it() {
+    let config = ManagerConfig {
+        max_cpu_millicores: Some(1500),
+        ..fast_config()
+    };
+    with_manager_config("cpu-pool", config, |fx| async move {
+        let (m, key) = (&fx.manager, &fx.key);
+        let parent = fx.cfg.cgroup_parent.clone();
+        let mut s = settings(2, 0, timed(300));
+        s.cpu_millicores = Some(500);
+        m.upsert_pool(key.clone(), s.clone()).await.expect("pool");
+        let half = m.acquire(key, "half").await.expect("acquire");
+        let v1 = CgroupManager::detect(&parent).expect("cgroups").version()
+            == sandpool_cgroups::CgroupVersion::V1;
+        let file = if v1 { "cpu.cfs_quota_us" } else { "cpu.max" };
+        let q = cgroup_file(&parent, half.sandbox_id(), file);
+        assert!(q.starts_with("50000"), "{q}");
+
+        s.cpu_millicores = Some(4000);
+        m.upsert_pool(key.clone(), s).await.expect("pool update");
+        m.delete_session(key, "half").await.expect("delete");
+        let big = m.acquire(key, "big").await.expect("acquire");
+        let q = cgroup_file(&parent, big.sandbox_id(), file);
+        assert!(q.starts_with("150000"), "capped at 1.5 cores: {q}");
+    })
+    .await;
+}
+
+/// The ceiling of all sandboxes goes on the runtime's cgroup parent, and can be lifted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ceiling_of_all_sandboxes_is_set_on_the_parent() {
+    with_manager("cpu-ceiling", |fx| async move {
+        let m = CgroupManager::detect(&fx.cfg.cgroup_parent).expect("cgroups");
+        fx.runtime.set_cpu_ceiling(Some(1500)).expect("ceiling");
+        assert_eq!(
+            m.parent_cpu_quota().expect("read"),
+            Some(CpuQuota::from_millicores(1500))
+        );
+        fx.runtime.set_cpu_ceiling(None).expect("lift");
+        assert_eq!(m.parent_cpu_quota().expect("read"), None);
+    })
+    .await;
+}
+
+/// Beyond the bound of executions at once, the next one is refused (the server answers 429);
+/// once one has ended, there is room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_executions_per_session_are_bounded() {
+    let config = ManagerConfig {
+        max_executions_per_session: 2,
+        ..fast_config()
+    };
+    with_manager_config("exec-bound", config, |fx| async move {
+        let (m, key) = (&fx.manager, &fx.key);
+        m.upsert_pool(key.clone(), settings(2, 0, timed(300)))
+            .await
+            .expect("pool");
+        let s = m.acquire(key, "busy").await.expect("acquire");
+        let gate = "/tmp/gate";
+        let wait = format!("while [ ! -e {gate} ]; do sleep 0.05; done");
+        let a = m
+            .execute(&s, ExecuteRequest::new(&wait))
+            .await
+            .expect("first");
+        let b = m
+            .execute(&s, ExecuteRequest::new(&wait))
+            .await
+            .expect("second");
+        match m.execute(&s, ExecuteRequest::new("true")).await {
+            Err(PoolError::TooManyExecutions { max: 2 }) => {}
+            other => panic!("a third execution at once was not refused: {other:?}"),
+        }
+        // Through the files API: a file operation is not an execution.
+        s.sandbox()
+            .write_file(gate, &b""[..])
+            .await
+            .expect("open the gate");
+        assert_eq!(
+            a.wait().await.expect("a").status,
+            ExecutionStatus::Succeeded
+        );
+        assert_eq!(
+            b.wait().await.expect("b").status,
+            ExecutionStatus::Succeeded
+        );
+        let r = run(m, &s, "echo room").await;
+        assert_eq!(r.stdout, "room\n");
+    })
+    .await;
+}
+
+/// A fork bomb fills the session's pids limit; deleting the session still destroys it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_at_its_pids_limit_can_be_deleted() {
+    with_manager("pids-delete", |fx| async move {
+        let (m, key) = (&fx.manager, &fx.key);
+        m.upsert_pool(key.clone(), settings(2, 0, timed(300)))
+            .await
+            .expect("pool");
+        let s = m.acquire(key, "bomb").await.expect("acquire");
+        let id = s.sandbox_id().to_owned();
+        let sandbox = s.sandbox().clone();
+        // Async: the bomb's shell never ends by itself.
+        let bomb = m
+            .execute(
+                &s,
+                ExecuteRequest {
+                    timeout: Some(Duration::from_secs(600)),
+                    ..ExecuteRequest::new("b() { b | b & }; b")
+                },
+            )
+            .await
+            .expect("bomb");
+        eventually("the session reaches its pids limit", || async {
+            sandbox
+                .stats()
+                .await
+                .map(|st| st.pids >= 250)
+                .unwrap_or(false)
+        })
+        .await;
+        assert!(m.delete_session(key, "bomb").await.expect("delete"));
+        let record = bomb.wait().await.expect("the bomb's record");
+        assert_ne!(record.status, ExecutionStatus::Running);
+        assert!(
+            !fx.runtime.list_ids().contains(&id),
+            "the sandbox is destroyed"
+        );
+        let cg = CgroupManager::detect(&fx.cfg.cgroup_parent).expect("cgroups");
+        assert!(cg.open(&id).is_err(), "the cgroup is gone");
+    })
+    .await;
+}
