@@ -13,6 +13,7 @@
 mod exec;
 mod manager;
 mod metrics;
+mod retention;
 use sandpool_sandbox as sb;
 mod store;
 pub mod testing;

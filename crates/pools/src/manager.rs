@@ -60,6 +60,12 @@ pub struct ManagerConfig {
     pub max_cpu_millicores: Option<u64>,
     /// Executions running at once in one session; beyond it [`PoolError::TooManyExecutions`].
     pub max_executions_per_session: u32,
+    /// Finished execution records older than this are deleted.
+    pub execution_retention: Duration,
+    /// Finished execution records kept per session, newest first.
+    pub execution_history: u32,
+    /// How often records beyond those two bounds are deleted.
+    pub prune_interval: Duration,
     pub hostname: String,
 }
 
@@ -81,6 +87,9 @@ impl Default for ManagerConfig {
             default_cpu_millicores: Some(1000),
             max_cpu_millicores: None,
             max_executions_per_session: 16,
+            execution_retention: Duration::from_secs(7 * 24 * 3600),
+            execution_history: 1000,
+            prune_interval: Duration::from_secs(60),
             hostname: "sandbox".into(),
         }
     }
@@ -435,6 +444,10 @@ impl PoolManager {
             next_id: AtomicU64::new(1),
         });
         tokio::spawn(reaper_loop(Arc::downgrade(&inner), signals.clone()));
+        tokio::spawn(crate::retention::prune_loop(
+            Arc::downgrade(&inner),
+            signals.cancel.clone(),
+        ));
         tokio::spawn(refill_loop(Arc::downgrade(&inner), signals));
         PoolManager { inner }
     }

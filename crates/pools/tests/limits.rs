@@ -208,3 +208,61 @@ async fn a_session_at_its_pids_limit_can_be_deleted() {
     })
     .await;
 }
+
+/// Of a session's finished executions only the newest `execution_history` stay, and none older
+/// than the retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execution_records_are_bounded_by_count_and_age() {
+    let config = ManagerConfig {
+        execution_history: 3,
+        prune_interval: Duration::from_millis(50),
+        ..fast_config()
+    };
+    with_manager_config("history", config, |fx| async move {
+        let (m, key) = (&fx.manager, &fx.key);
+        m.upsert_pool(key.clone(), settings(2, 0, timed(300)))
+            .await
+            .expect("pool");
+        let s = m.acquire(key, "chatty").await.expect("acquire");
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            ids.push(run(m, &s, &format!("echo {i}")).await.id);
+        }
+        let stored = |id: String| {
+            let m = m.clone();
+            let key = key.clone();
+            async move {
+                m.execution(&key, "chatty", &id)
+                    .await
+                    .expect("get")
+                    .is_some()
+            }
+        };
+        eventually("the two oldest records are pruned", || async {
+            !stored(ids[0].clone()).await && !stored(ids[1].clone()).await
+        })
+        .await;
+        for id in &ids[2..] {
+            assert!(stored(id.clone()).await, "{id} is among the newest three");
+        }
+    })
+    .await;
+    let config = ManagerConfig {
+        execution_retention: Duration::from_millis(1),
+        prune_interval: Duration::from_millis(50),
+        ..fast_config()
+    };
+    with_manager_config("retention", config, |fx| async move {
+        let (m, key) = (&fx.manager, &fx.key);
+        m.upsert_pool(key.clone(), settings(2, 0, timed(300)))
+            .await
+            .expect("pool");
+        let s = m.acquire(key, "old").await.expect("acquire");
+        let id = run(m, &s, "echo once").await.id;
+        eventually("the aged record is pruned", || async {
+            m.execution(key, "old", &id).await.expect("get").is_none()
+        })
+        .await;
+    })
+    .await;
+}

@@ -266,4 +266,31 @@ impl SessionStore for Store {
         .await?;
         Ok(n.rows_affected())
     }
+
+    async fn prune_executions(&self, ended_before: OffsetDateTime, keep: u32) -> StoreResult<u64> {
+        let aged = sqlx::query(
+            "DELETE FROM executions WHERE status <> $1 AND COALESCE(finished_at, started_at) < $2",
+        )
+        .bind(ExecutionStatus::Running.as_str())
+        .bind(ms(ended_before))
+        .execute(self.pool())
+        .await?;
+        // The newest `keep` finished ones of each session stay (row-value IN and window
+        // functions: SQLite 3.25+, every supported PostgreSQL).
+        let surplus = sqlx::query(
+            "DELETE FROM executions WHERE (pool_key, identifier, id) IN (
+                SELECT pool_key, identifier, id FROM (
+                    SELECT pool_key, identifier, id, ROW_NUMBER() OVER (
+                        PARTITION BY pool_key, identifier ORDER BY started_at DESC, id DESC
+                    ) AS newer
+                    FROM executions WHERE status <> $1
+                ) ranked WHERE newer > $2
+            )",
+        )
+        .bind(ExecutionStatus::Running.as_str())
+        .bind(i64::from(keep))
+        .execute(self.pool())
+        .await?;
+        Ok(aged.rows_affected() + surplus.rows_affected())
+    }
 }

@@ -66,6 +66,8 @@ pub async fn start(state: &AppState, max_upload_size: u64) -> anyhow::Result<()>
         default_cpu_millicores: Some(limits.default_cpu_millicores()),
         max_cpu_millicores: Some(limits.max_cpu_millicores()),
         max_executions_per_session: limits.max_session_executions,
+        execution_retention: limits.execution_retention,
+        execution_history: limits.execution_history,
         ..ManagerConfig::default()
     };
     let manager = PoolManager::with_config(runtime.clone(), store, config);
