@@ -68,7 +68,7 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the sandpool server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage resource groups.
     #[command(subcommand)]
     Group(GroupCmd),
@@ -208,6 +208,21 @@ pub struct LimitArgs {
     /// Age after which an execution record is deleted, e.g. `7d`, `12h`.
     #[arg(long, value_name = "AGE", default_value = "7d", value_parser = crate::units::parse_duration)]
     pub execution_retention: std::time::Duration,
+    /// Largest Run Command request body (its context is a base64 zip), e.g. `8MiB`.
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = crate::units::parse_size)]
+    pub max_run_command_body: u64,
+    /// Run Command commands accepted and waiting for a worker; more get 429 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_queued_commands: u32,
+    /// Time a client has to send a request's headers; past it the connection is closed.
+    #[arg(long, value_name = "TIME", default_value = "30s", value_parser = crate::units::parse_duration)]
+    pub http_header_timeout: std::time::Duration,
+    /// Longest pause in a request body; past it the request is answered 408.
+    #[arg(long, value_name = "TIME", default_value = "30s", value_parser = crate::units::parse_duration)]
+    pub http_body_timeout: std::time::Duration,
+    /// Longest time to answer a request (above the longest synchronous execution, 1 h).
+    #[arg(long, value_name = "TIME", default_value = "65m", value_parser = crate::units::parse_duration)]
+    pub http_request_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -186,6 +186,13 @@ fn limits_of(a: &crate::args::LimitArgs) -> sandpool_server::limits::Limits {
         max_session_executions: a.max_session_executions,
         execution_history: a.execution_history,
         execution_retention: a.execution_retention,
+        max_run_command_body: usize::try_from(a.max_run_command_body).unwrap_or(usize::MAX),
+        max_queued_commands: a.max_queued_commands as usize,
+        http: sandpool_server::limits::HttpTimeouts {
+            header_read: a.http_header_timeout,
+            body_idle: a.http_body_timeout,
+            request: a.http_request_timeout,
+        },
     }
 }
 

@@ -225,8 +225,18 @@ pub async fn build_app_with_limits(
 /// The fallback and the layers every route runs under, innermost first: auth, catch-panic (so a
 /// panic still gets the conventions), conventions, body limit.
 fn layered(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+    let timeouts = state.limits.http;
     auth_layer(router.fallback(arm::authorization::fallback), &state.auth)
         .layer(CatchPanicLayer::custom(http::panic_response))
+        // Inside the conventions, so the bare 408 gets the error body; around auth, so the
+        // public token endpoint is bounded too.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            timeouts.request,
+        ))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            timeouts.body_idle,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             http::conventions,
@@ -277,6 +287,7 @@ pub struct Server {
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
     state: AppState,
     router: Router,
+    header_read_timeout: Duration,
 }
 
 impl Server {
@@ -347,6 +358,7 @@ impl Server {
             tls,
             state,
             router,
+            header_read_timeout: config.limits.http.header_read,
         })
     }
 
@@ -375,18 +387,23 @@ impl Server {
         });
         let svc = axum::ServiceExt::into_make_service(service(self.router));
         tracing::info!(listen = %self.local_addr, public_url = %self.public_url, "sandpool serving");
+        let header_read = self.header_read_timeout;
+        // A client that sends its headers byte by byte is cut off (hyper needs a timer for it).
+        let bound = |b: &mut hyper_util::server::conn::auto::Builder<_>| {
+            b.http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_read);
+        };
         match self.tls {
             Some(tls) => {
-                axum_server::from_tcp_rustls(self.listener, tls)
-                    .handle(handle)
-                    .serve(svc)
-                    .await?
+                let mut server = axum_server::from_tcp_rustls(self.listener, tls);
+                bound(server.http_builder());
+                server.handle(handle).serve(svc).await?
             }
             None => {
-                axum_server::from_tcp(self.listener)
-                    .handle(handle)
-                    .serve(svc)
-                    .await?
+                let mut server = axum_server::from_tcp(self.listener);
+                bound(server.http_builder());
+                server.handle(handle).serve(svc).await?
             }
         }
         self.state.commands.shutdown().await;

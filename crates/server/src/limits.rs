@@ -32,6 +32,36 @@ pub struct Limits {
     pub execution_history: u32,
     /// Age after which an execution record is deleted (`--execution-retention`).
     pub execution_retention: Duration,
+    /// Largest Run Command request body (`--max-run-command-body`); 413 beyond it.
+    pub max_run_command_body: usize,
+    /// Run Command commands accepted and not yet started (`--max-queued-commands`); 429 beyond.
+    pub max_queued_commands: usize,
+    pub http: HttpTimeouts,
+}
+
+/// How long a client may take, so a slow or stalled one cannot hold a connection (and its
+/// descriptors) forever; public routes such as `/oauth2/token` included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    /// From the connection's first byte (or the end of the previous request) to the end of the
+    /// request headers (`--http-header-timeout`); past it the connection is closed.
+    pub header_read: Duration,
+    /// Longest pause between two pieces of a request body (`--http-body-timeout`); past it
+    /// reading the body fails and the request is answered 408.
+    pub body_idle: Duration,
+    /// Longest time to the response's headers (`--http-request-timeout`), 408 beyond it. Longer
+    /// than the longest synchronous execution (1 h) by default.
+    pub request: Duration,
+}
+
+impl Default for HttpTimeouts {
+    fn default() -> Self {
+        HttpTimeouts {
+            header_read: Duration::from_secs(30),
+            body_idle: Duration::from_secs(30),
+            request: Duration::from_secs(3900),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -48,6 +78,9 @@ impl Default for Limits {
             max_session_executions: 16,
             execution_history: 1_000,
             execution_retention: Duration::from_secs(7 * 24 * 3600),
+            max_run_command_body: 8 << 20,
+            max_queued_commands: 64,
+            http: HttpTimeouts::default(),
         }
     }
 }
