@@ -78,6 +78,8 @@ pub struct ExecutionRecord {
     pub duration_ms: Option<u64>,
     /// Submitted to be polled (`executionType: Asynchronous`) rather than answered in place.
     pub asynchronous: bool,
+    /// The command ended while processes it started in the background still ran.
+    pub leftover_processes: bool,
 }
 
 impl ExecutionRecord {
@@ -105,6 +107,7 @@ impl ExecutionRecord {
             finished_at: None,
             duration_ms: None,
             asynchronous: false,
+            leftover_processes: false,
         }
     }
 }

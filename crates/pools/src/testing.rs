@@ -283,6 +283,7 @@ async fn executions_contract(store: &dyn SessionStore, pool_a: &PoolKey, pool_b:
     batch_new.stderr = "ërr".into();
     batch_new.finished_at = Some(at(6_000));
     batch_new.duration_ms = Some(1_000);
+    batch_new.leftover_processes = true;
     let batch_other = execution(pool_b, "user-9", "batch-2");
     let mut batch_dup = e1.clone();
     batch_dup.command = "replaced?".into();

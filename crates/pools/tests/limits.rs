@@ -266,3 +266,39 @@ async fn execution_records_are_bounded_by_count_and_age() {
     })
     .await;
 }
+
+/// A command that ends while processes it started keep running is reported (they keep
+/// running: a server started with `&` serves later commands), and a plain one is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftover_processes_are_reported() {
+    with_manager("leftovers", |fx| async move {
+        let (m, key) = (&fx.manager, &fx.key);
+        m.upsert_pool(key.clone(), settings(2, 0, timed(300)))
+            .await
+            .expect("pool");
+        let s = m.acquire(key, "bg").await.expect("acquire");
+        let plain = run(m, &s, "echo plain").await;
+        assert!(!plain.leftover_processes, "{plain:?}");
+        let spin = run(
+            m,
+            &s,
+            "(while :; do :; done) >/dev/null 2>&1 & echo started",
+        )
+        .await;
+        assert_eq!(spin.status, ExecutionStatus::Succeeded);
+        assert!(spin.leftover_processes, "{spin:?}");
+        let still = run(m, &s, "pgrep -c -f 'while' || true").await;
+        assert_ne!(
+            still.stdout.trim(),
+            "0",
+            "the background loop keeps running"
+        );
+        let stored = m
+            .execution(key, "bg", &spin.id)
+            .await
+            .expect("get")
+            .expect("stored");
+        assert!(stored.leftover_processes, "kept in the record");
+    })
+    .await;
+}

@@ -52,6 +52,10 @@ pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[
         201,
         &["ALTER TABLE executions ADD COLUMN asynchronous BIGINT NOT NULL DEFAULT 0"],
     ),
+    (
+        202,
+        &["ALTER TABLE executions ADD COLUMN leftover_processes BIGINT NOT NULL DEFAULT 0"],
+    ),
 ];
 
 fn ms(t: OffsetDateTime) -> i64 {
@@ -86,7 +90,8 @@ fn session_from_row(r: &AnyRow) -> anyhow::Result<SessionRecord> {
 }
 
 const EXEC_COLUMNS: &str = "pool_key, identifier, id, command, status, exit_code, stdout, stderr, \
-     stdout_truncated, stderr_truncated, error, started_at, finished_at, duration_ms, asynchronous";
+     stdout_truncated, stderr_truncated, error, started_at, finished_at, duration_ms, asynchronous, \
+     leftover_processes";
 
 fn execution_from_row(r: &AnyRow) -> anyhow::Result<ExecutionRecord> {
     let status: String = r.try_get(4)?;
@@ -110,6 +115,7 @@ fn execution_from_row(r: &AnyRow) -> anyhow::Result<ExecutionRecord> {
         finished_at: finished_at.map(from_ms).transpose()?,
         duration_ms: duration_ms.map(u64::try_from).transpose()?,
         asynchronous: r.try_get::<i64, _>(14)? != 0,
+        leftover_processes: r.try_get::<i64, _>(15)? != 0,
     })
 }
 
@@ -133,6 +139,7 @@ fn bind_execution<'q>(
         .bind(e.finished_at.map(ms))
         .bind(e.duration_ms.map(|d| i64::try_from(d).unwrap_or(i64::MAX)))
         .bind(i64::from(e.asynchronous))
+        .bind(i64::from(e.leftover_processes))
 }
 
 #[async_trait]
@@ -187,7 +194,7 @@ impl SessionStore for Store {
 
     async fn insert_execution(&self, e: &ExecutionRecord) -> StoreResult<bool> {
         let sql = format!(
-            "INSERT INTO executions ({EXEC_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+            "INSERT INTO executions ({EXEC_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
              ON CONFLICT (pool_key, identifier, id) DO NOTHING"
         );
         let n = bind_execution(sqlx::query(&sql), e)
@@ -198,7 +205,7 @@ impl SessionStore for Store {
 
     async fn insert_executions(&self, batch: &[ExecutionRecord]) -> StoreResult<()> {
         // One multi-row statement: one commit and one hand-off to the database for the batch.
-        const COLUMNS: usize = 15;
+        const COLUMNS: usize = 16;
         if batch.is_empty() {
             return Ok(());
         }
@@ -227,7 +234,8 @@ impl SessionStore for Store {
         let n = sqlx::query(
             "UPDATE executions SET command = $4, status = $5, exit_code = $6, stdout = $7, stderr = $8,
                stdout_truncated = $9, stderr_truncated = $10, error = $11, started_at = $12,
-               finished_at = $13, duration_ms = $14, asynchronous = $15
+               finished_at = $13, duration_ms = $14, asynchronous = $15,
+               leftover_processes = $16
              WHERE pool_key = $1 AND identifier = $2 AND id = $3",
         );
         let n = bind_execution(n, e).execute(self.pool()).await?;
