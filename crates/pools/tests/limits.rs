@@ -43,24 +43,30 @@ async fn a_session_without_a_cpu_limit_gets_one_core() {
             "one core per 100 ms period: {quota}"
         );
 
+        // Four loops want four cores. The kernel throttles the cgroup in any period in which
+        // they got more than their one core; on a host busy with other work they may get less,
+        // so a round that was never throttled is tried again (a bounded number of times).
         let sandbox = session.sandbox().clone();
-        let before = sandbox.stats().await.expect("stats").cpu_usage;
-        let t0 = Instant::now();
-        let r = run(
-            m,
-            &session,
-            "(while :; do :; done) & a=$!; (while :; do :; done) & b=$!; sleep 2; kill $a $b; wait",
-        )
-        .await;
-        let wall = t0.elapsed();
-        assert_eq!(r.status, ExecutionStatus::Succeeded, "{r:?}");
-        let used = sandbox.stats().await.expect("stats").cpu_usage - before;
-        let throttled = throttled_periods(&parent, &id);
+        let spin =
+            "p=; for i in 1 2 3 4; do (while :; do :; done) & p=\"$p $!\"; done; sleep 2; kill $p; wait";
+        let mut throttled = 0;
+        for _round in 0..5 {
+            let before = sandbox.stats().await.expect("stats").cpu_usage;
+            let t0 = Instant::now();
+            let r = run(m, &session, spin).await;
+            let wall = t0.elapsed();
+            assert_eq!(r.status, ExecutionStatus::Succeeded, "{r:?}");
+            let used = sandbox.stats().await.expect("stats").cpu_usage - before;
+            // Unbounded, the loops take every core of the host; bounded, at most one core of
+            // the wall time they ran in (plus a period of slack), however busy the host is.
+            let ratio = used.as_secs_f64() / (wall + Duration::from_millis(100)).as_secs_f64();
+            assert!(ratio <= 1.2, "the session used {ratio:.2} cores");
+            throttled = throttled_periods(&parent, &id);
+            if throttled > 0 {
+                break;
+            }
+        }
         assert!(throttled > 0, "the quota never throttled the loops");
-        // Unbounded, two loops take close to two cores of a two-core host; bounded, at most one
-        // core of the wall time (plus a period of slack).
-        let ratio = used.as_secs_f64() / (wall + Duration::from_millis(100)).as_secs_f64();
-        assert!(ratio <= 1.2, "the session used {ratio:.2} cores");
     })
     .await;
 }
