@@ -120,6 +120,9 @@ pub struct CgroupStats {
     pub pids_current: u64,
     /// Processes the kernel OOM-killed because of this cgroup's memory limit.
     pub oom_kills: u64,
+    /// CFS periods in which the cgroup ran out of its cpu quota (`nr_throttled` of `cpu.stat`);
+    /// 0 without a quota or a cpu controller.
+    pub cpu_throttled_periods: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -372,6 +375,78 @@ impl CgroupManager {
             .collect()
     }
 
+    /// Caps the cpu time of everything below the parent together (all sandboxes of this
+    /// instance): `Some` sets the CFS quota on the parent, `None` lifts it. On v1 the kernel
+    /// then refuses a sandbox quota above this one (`EINVAL`); on v2 the lower of the two holds.
+    pub fn set_parent_cpu_quota(&self, quota: Option<CpuQuota>) -> Result<(), CgroupError> {
+        if let Some(q) = &quota {
+            q.validate()?;
+        }
+        let Some(index) = self.inner.index_of("cpu") else {
+            return match quota {
+                None => Ok(()),
+                Some(_) => Err(CgroupError::ControllerUnavailable {
+                    controller: "cpu",
+                    path: self.inner.parent_dir(0),
+                    needed_for: "the cpu ceiling of all sandboxes",
+                }),
+            };
+        };
+        let dir = self.inner.parent_dir(index);
+        match (self.inner.version, quota) {
+            (CgroupVersion::V2, Some(q)) => write(
+                &dir.join("cpu.max"),
+                &format!("{} {}", q.quota_us, q.period_us),
+            ),
+            (CgroupVersion::V2, None) => write(&dir.join("cpu.max"), "max"),
+            (CgroupVersion::V1, Some(q)) => {
+                // The period first: the kernel checks the quota against the current period.
+                write(&dir.join("cpu.cfs_period_us"), &q.period_us.to_string())?;
+                write(&dir.join("cpu.cfs_quota_us"), &q.quota_us.to_string())
+            }
+            (CgroupVersion::V1, None) => write(&dir.join("cpu.cfs_quota_us"), "-1"),
+        }
+    }
+
+    /// The cpu quota on the parent (see [`CgroupManager::set_parent_cpu_quota`]); `None`: none.
+    pub fn parent_cpu_quota(&self) -> Result<Option<CpuQuota>, CgroupError> {
+        let Some(index) = self.inner.index_of("cpu") else {
+            return Ok(None);
+        };
+        let dir = self.inner.parent_dir(index);
+        let (quota, period) = match self.inner.version {
+            CgroupVersion::V2 => {
+                let path = dir.join("cpu.max");
+                let text = read(&path)?;
+                let mut it = text.split_whitespace();
+                match (it.next(), it.next()) {
+                    (Some("max"), _) => return Ok(None),
+                    (Some(q), Some(p)) => (fsio::parse_u64(&path, q)?, fsio::parse_u64(&path, p)?),
+                    _ => {
+                        return Err(CgroupError::Parse {
+                            path,
+                            content: text,
+                        })
+                    }
+                }
+            }
+            CgroupVersion::V1 => {
+                let qpath = dir.join("cpu.cfs_quota_us");
+                let text = read(&qpath)?;
+                if text.trim().starts_with('-') {
+                    return Ok(None);
+                }
+                let quota = fsio::parse_u64(&qpath, &text)?;
+                let ppath = dir.join("cpu.cfs_period_us");
+                (quota, fsio::parse_u64(&ppath, &read(&ppath)?)?)
+            }
+        };
+        Ok(Some(CpuQuota {
+            quota_us: quota,
+            period_us: period,
+        }))
+    }
+
     /// Makes cgroup `name` below the parent in every hierarchy and applies `limits`. Fails with
     /// [`CgroupError::AlreadyExists`] if it exists (use [`CgroupManager::open`] to re-attach);
     /// on any failure nothing is left behind.
@@ -582,7 +657,19 @@ impl Cgroup {
             cpu_usage,
             pids_current,
             oom_kills: self.oom_kills()?,
+            cpu_throttled_periods: self.cpu_throttled_periods()?,
         })
+    }
+
+    /// `nr_throttled` of `cpu.stat` (same key on v1 and v2).
+    fn cpu_throttled_periods(&self) -> Result<u64, CgroupError> {
+        let Some(path) = self.file_of("cpu", "cpu.stat") else {
+            return Ok(0);
+        };
+        match read_optional(&path)? {
+            Some(text) => Ok(keyed_value(&path, &text, "nr_throttled")?.unwrap_or(0)),
+            None => Ok(0),
+        }
     }
 
     /// OOM kills caused by this cgroup's limit: v2 `memory.events` `oom_kill`, v1

@@ -262,8 +262,54 @@ fn cpu_usage_grows_and_quota_throttles() {
         eventually(PATIENCE, || throttled() > 0),
         "quota never throttled a busy loop"
     );
+    assert!(
+        cg.stats().expect("stats").cpu_throttled_periods > 0,
+        "stats report the throttled periods"
+    );
     cg.kill_all().expect("kill");
     assert_eq!(p.wait().signal(), Some(libc::SIGKILL));
+}
+
+/// The ceiling of all sandboxes sits on the parent; a child may not exceed it on v1 (the kernel
+/// refuses), and lifting it restores "no quota".
+#[test]
+fn parent_cpu_quota_is_set_read_and_lifted() {
+    let t = TestParent::detect("cpu-parent");
+    assert_eq!(t.mgr.parent_cpu_quota().expect("read"), None);
+    t.mgr
+        .set_parent_cpu_quota(Some(CpuQuota::from_millicores(1500)))
+        .expect("set");
+    assert_eq!(
+        t.mgr.parent_cpu_quota().expect("read"),
+        Some(CpuQuota::from_millicores(1500))
+    );
+    let within = t
+        .mgr
+        .create(
+            "within",
+            &CgroupLimits {
+                cpu_quota: Some(CpuQuota::from_millicores(1000)),
+                ..Default::default()
+            },
+        )
+        .expect("a child within the ceiling");
+    if t.mgr.version() == sandpool_cgroups::CgroupVersion::V1 {
+        let above = t.mgr.create(
+            "above",
+            &CgroupLimits {
+                cpu_quota: Some(CpuQuota::from_millicores(2000)),
+                ..Default::default()
+            },
+        );
+        assert!(
+            above.is_err(),
+            "v1 refuses a child quota above the parent's"
+        );
+        assert!(!t.mgr.list().expect("list").contains(&"above".to_owned()));
+    }
+    within.destroy().expect("destroy");
+    t.mgr.set_parent_cpu_quota(None).expect("lift");
+    assert_eq!(t.mgr.parent_cpu_quota().expect("read"), None);
 }
 
 #[test]

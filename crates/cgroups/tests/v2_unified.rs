@@ -151,6 +151,22 @@ fn v2_limits_without_their_controller_are_refused_cleanly() {
         );
         refused += 1;
     }
+    if !controllers.iter().any(|c| c == "cpu") {
+        match t
+            .mgr
+            .set_parent_cpu_quota(Some(CpuQuota::from_millicores(500)))
+        {
+            Err(CgroupError::ControllerUnavailable { controller, .. }) => {
+                assert_eq!(controller, "cpu")
+            }
+            other => panic!("a parent ceiling without cpu: {other:?}"),
+        }
+        t.mgr
+            .set_parent_cpu_quota(None)
+            .expect("lifting nothing is fine");
+        assert_eq!(t.mgr.parent_cpu_quota().expect("read"), None);
+        refused += 1;
+    }
     eprintln!("controllers here: {controllers:?}; {refused} limit kinds refused");
 }
 

@@ -73,7 +73,7 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the sandpool server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage resource groups.
     #[command(subcommand)]
     Group(GroupCmd),
@@ -179,6 +179,61 @@ pub struct ServeArgs {
           default_value_t = sandpool_sandbox::DEFAULT_UID_SLOTS,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub uid_slots: u32,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// The bounds of `sandpool serve` (docs/cli.md, "Limits"). Unset: derived from this host.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitArgs {
+    /// CPU cores a session gets when its pool names none (`customContainerTemplate…resources.cpu`).
+    #[arg(long, value_name = "CORES", default_value = "1", value_parser = crate::units::parse_cores)]
+    pub session_cpus: u64,
+    /// Most CPU cores one session or Run Command may ask for; default: the host's cores.
+    #[arg(long, value_name = "CORES", value_parser = crate::units::parse_cores)]
+    pub max_session_cpus: Option<u64>,
+    /// CPU cores all sandboxes of this server may use together (set on its cgroup parent);
+    /// default: no ceiling below the host's cores.
+    #[arg(long, value_name = "CORES", value_parser = crate::units::parse_cores)]
+    pub host_cpu_ceiling: Option<u64>,
+    /// Most memory one session or Run Command may ask for, e.g. `8GiB`; default: the host's.
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
+    pub max_session_memory: Option<u64>,
+    /// Most processes a Run Command cluster may allow per command; default: a quarter of the
+    /// kernel's pid_max.
+    #[arg(long, value_name = "N")]
+    pub max_session_pids: Option<u64>,
+    /// Largest `maxConcurrentSessions` a pool may have.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_pool_sessions: u32,
+    /// Largest `readySessionInstances` a pool may have.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    pub max_ready_sessions: u32,
+    /// Executions running at once in one session; more get 429 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_session_executions: u32,
+    /// Execution records kept per session (the oldest go first).
+    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub execution_history: u32,
+    /// Age after which an execution record is deleted, e.g. `7d`, `12h`.
+    #[arg(long, value_name = "AGE", default_value = "7d", value_parser = crate::units::parse_duration)]
+    pub execution_retention: std::time::Duration,
+    /// Largest Run Command request body (its context is a base64 zip), e.g. `8MiB`.
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = crate::units::parse_size)]
+    pub max_run_command_body: u64,
+    /// Run Command commands accepted and waiting for a worker; more get 429 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_queued_commands: u32,
+    /// Time a client has to send a request's headers; past it the connection is closed.
+    #[arg(long, value_name = "TIME", default_value = "30s", value_parser = crate::units::parse_duration)]
+    pub http_header_timeout: std::time::Duration,
+    /// Longest pause in a request body; past it the request is answered 408.
+    #[arg(long, value_name = "TIME", default_value = "30s", value_parser = crate::units::parse_duration)]
+    pub http_body_timeout: std::time::Duration,
+    /// Longest time to answer a request (above the longest synchronous execution, 1 h).
+    #[arg(long, value_name = "TIME", default_value = "65m", value_parser = crate::units::parse_duration)]
+    pub http_request_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

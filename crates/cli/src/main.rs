@@ -210,7 +210,35 @@ fn serve_config(g: &Global, a: &ServeArgs) -> sandpool_server::ServeConfig {
             }),
             ..Default::default()
         },
+        limits: limits_of(&a.limits),
         ..ServeConfig::default()
+    }
+}
+
+fn limits_of(a: &crate::args::LimitArgs) -> sandpool_server::limits::Limits {
+    let host = sandpool_server::limits::Limits::default();
+    sandpool_server::limits::Limits {
+        session_cpu_millicores: a.session_cpus,
+        max_session_cpu_millicores: a
+            .max_session_cpus
+            .unwrap_or(host.max_session_cpu_millicores),
+        host_cpu_ceiling_millicores: a.host_cpu_ceiling,
+        max_session_memory_bytes: a
+            .max_session_memory
+            .unwrap_or(host.max_session_memory_bytes),
+        max_session_pids: a.max_session_pids.unwrap_or(host.max_session_pids),
+        max_pool_sessions: a.max_pool_sessions,
+        max_ready_sessions: a.max_ready_sessions,
+        max_session_executions: a.max_session_executions,
+        execution_history: a.execution_history,
+        execution_retention: a.execution_retention,
+        max_run_command_body: usize::try_from(a.max_run_command_body).unwrap_or(usize::MAX),
+        max_queued_commands: a.max_queued_commands as usize,
+        http: sandpool_server::limits::HttpTimeouts {
+            header_read: a.http_header_timeout,
+            body_idle: a.http_body_timeout,
+            request: a.http_request_timeout,
+        },
     }
 }
 
@@ -248,5 +276,100 @@ fn doctor(g: &Global) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> sandpool_server::ServeConfig {
+        let cli = Cli::try_parse_from([&["sandpool", "serve"], args].concat()).expect("parse");
+        match cli.command {
+            Command::Serve(a) => serve_config(&cli.global, &a),
+            _ => panic!("not serve"),
+        }
+    }
+
+    #[test]
+    fn limit_flags_reach_the_server_config() {
+        let c = serve(&[
+            "--session-cpus",
+            "0.5",
+            "--max-session-cpus",
+            "1.5",
+            "--host-cpu-ceiling",
+            "1.75",
+            "--max-session-memory",
+            "2GiB",
+            "--max-session-pids",
+            "300",
+            "--max-pool-sessions",
+            "40",
+            "--max-ready-sessions",
+            "4",
+            "--max-session-executions",
+            "3",
+            "--execution-history",
+            "10",
+            "--execution-retention",
+            "1h",
+            "--max-run-command-body",
+            "1MiB",
+            "--max-queued-commands",
+            "5",
+            "--http-header-timeout",
+            "5s",
+            "--http-body-timeout",
+            "6s",
+            "--http-request-timeout",
+            "2h",
+        ]);
+        let l = &c.limits;
+        assert_eq!(
+            (
+                l.session_cpu_millicores,
+                l.max_session_cpu_millicores,
+                l.host_cpu_ceiling_millicores
+            ),
+            (500, 1500, Some(1750))
+        );
+        assert_eq!(
+            (l.max_session_memory_bytes, l.max_session_pids),
+            (2 << 30, 300)
+        );
+        assert_eq!(
+            (
+                l.max_pool_sessions,
+                l.max_ready_sessions,
+                l.max_session_executions,
+                l.execution_history
+            ),
+            (40, 4, 3, 10)
+        );
+        assert_eq!(l.execution_retention, std::time::Duration::from_secs(3600));
+        assert_eq!(
+            (l.max_run_command_body, l.max_queued_commands),
+            (1 << 20, 5)
+        );
+        assert_eq!(
+            l.http,
+            sandpool_server::limits::HttpTimeouts {
+                header_read: std::time::Duration::from_secs(5),
+                body_idle: std::time::Duration::from_secs(6),
+                request: std::time::Duration::from_secs(7200),
+            }
+        );
+    }
+
+    #[test]
+    fn limit_defaults_are_the_servers() {
+        let c = serve(&[]);
+        let d = sandpool_server::limits::Limits::default();
+        assert_eq!(c.limits, d);
+        assert_eq!(
+            c.limits.session_cpu_millicores,
+            1000.min(d.max_session_cpu_millicores)
+        );
     }
 }

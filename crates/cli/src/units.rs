@@ -27,6 +27,18 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// `30s`, `15m`, `12h`, `7d`, `1w`, or a combination such as `1d12h`; a bare number is seconds.
+/// CPU cores (`1`, `0.5`, `1.5`) as millicores, at least 0.01 core.
+pub fn parse_cores(s: &str) -> Result<u64, String> {
+    let cores: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of cores such as 1 or 0.5"))?;
+    if !cores.is_finite() || !(0.01..=1024.0).contains(&cores) {
+        return Err(format!("{s:?}: cores must be between 0.01 and 1024"));
+    }
+    Ok((cores * 1000.0).round() as u64)
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if t.is_empty() {
@@ -84,6 +96,16 @@ mod tests {
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("MiB").is_err());
         assert!(parse_size("99999999999999999999T").is_err());
+    }
+
+    #[test]
+    fn cores() {
+        assert_eq!(parse_cores("1"), Ok(1000));
+        assert_eq!(parse_cores("0.5"), Ok(500));
+        assert_eq!(parse_cores("1.25"), Ok(1250));
+        for bad in ["", "0", "-1", "x", "NaN", "inf", "0.001", "2000"] {
+            assert!(parse_cores(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -420,6 +420,7 @@ async fn run(
         .as_ref()
         .map(|o| (o.stdout_truncated, o.stderr_truncated))
         .unwrap_or((false, false));
+    record.leftover_processes = outcome.as_ref().is_ok_and(|o| o.leftover_processes);
     record.stdout_truncated = out.truncated || sb_out_trunc;
     record.stderr_truncated = err.truncated || sb_err_trunc;
     record.finished_at = Some(now());

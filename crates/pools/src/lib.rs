@@ -13,6 +13,7 @@
 mod exec;
 mod manager;
 mod metrics;
+mod retention;
 use sandpool_sandbox as sb;
 mod store;
 pub mod testing;
@@ -76,7 +77,7 @@ pub struct PoolSettings {
     pub ready_session_instances: u32,
     pub lifecycle: Lifecycle,
     pub egress: bool,
-    /// Per session; `None`: the sandbox runtime's default.
+    /// Per session; `None`: the manager's default bound ([`crate::ManagerConfig::default_cpu_millicores`]).
     pub cpu_millicores: Option<u64>,
     /// Per session; `None`: the sandbox runtime's default.
     pub memory_bytes: Option<u64>,
@@ -146,6 +147,8 @@ pub enum PoolError {
     InvalidRequest(String),
     #[error("an execution with id {0} already exists in this session")]
     ExecutionExists(String),
+    #[error("the session already runs its maximum of {max} executions at once; retry when one has ended")]
+    TooManyExecutions { max: u32 },
     #[error("the pool manager is shutting down")]
     ShuttingDown,
 }

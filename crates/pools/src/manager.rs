@@ -52,6 +52,20 @@ pub struct ManagerConfig {
     /// its batch is stored). Beyond it an execution stores its own result with one statement
     /// before answering, so results never pile up in memory behind a slow store.
     pub max_unsaved_results: usize,
+    /// CPU bound (millicores) of a session whose pool names none: without one a session could
+    /// take every core of the host.
+    pub default_cpu_millicores: Option<u64>,
+    /// No session gets more cpu than this, whatever its pool says (a pool stored before the
+    /// server's bound was lowered); `None`: no bound.
+    pub max_cpu_millicores: Option<u64>,
+    /// Executions running at once in one session; beyond it [`PoolError::TooManyExecutions`].
+    pub max_executions_per_session: u32,
+    /// Finished execution records older than this are deleted.
+    pub execution_retention: Duration,
+    /// Finished execution records kept per session, newest first.
+    pub execution_history: u32,
+    /// How often records beyond those two bounds are deleted.
+    pub prune_interval: Duration,
     pub hostname: String,
 }
 
@@ -70,6 +84,12 @@ impl Default for ManagerConfig {
             refill_retry: Duration::from_millis(500),
             refill_hold: Duration::from_millis(50),
             max_unsaved_results: 1024,
+            default_cpu_millicores: Some(1000),
+            max_cpu_millicores: None,
+            max_executions_per_session: 16,
+            execution_retention: Duration::from_secs(7 * 24 * 3600),
+            execution_history: 1000,
+            prune_interval: Duration::from_secs(60),
             hostname: "sandbox".into(),
         }
     }
@@ -433,6 +453,10 @@ impl PoolManager {
             next_id: AtomicU64::new(1),
         });
         tokio::spawn(reaper_loop(Arc::downgrade(&inner), signals.clone()));
+        tokio::spawn(crate::retention::prune_loop(
+            Arc::downgrade(&inner),
+            signals.cancel.clone(),
+        ));
         tokio::spawn(refill_loop(Arc::downgrade(&inner), signals));
         PoolManager { inner }
     }
@@ -864,7 +888,11 @@ impl Inner {
             rootfs: sb::RootFs::Host,
             limits: sb::Limits {
                 memory_bytes: settings.memory_bytes.or(defaults.memory_bytes),
-                cpu_millicores: settings.cpu_millicores.or(defaults.cpu_millicores),
+                cpu_millicores: settings
+                    .cpu_millicores
+                    .or(self.config.default_cpu_millicores)
+                    .or(defaults.cpu_millicores)
+                    .map(|c| self.config.max_cpu_millicores.map_or(c, |max| c.min(max))),
                 ..defaults
             },
             network: if settings.egress {
@@ -1125,6 +1153,10 @@ impl Inner {
             .get_mut(&entry.pool)
             .and_then(|p| p.live_mut(entry))
             .ok_or_else(|| PoolError::SessionNotFound(entry.identifier.clone()))?;
+        let max = self.config.max_executions_per_session;
+        if live.in_flight >= max {
+            return Err(PoolError::TooManyExecutions { max });
+        }
         live.in_flight += 1;
         live.last_accessed = live.last_accessed.max(now());
         Ok(())

@@ -78,6 +78,8 @@ pub struct ExecutionRecord {
     pub duration_ms: Option<u64>,
     /// Submitted to be polled (`executionType: Asynchronous`) rather than answered in place.
     pub asynchronous: bool,
+    /// The command ended while processes it started in the background still ran.
+    pub leftover_processes: bool,
 }
 
 impl ExecutionRecord {
@@ -105,6 +107,7 @@ impl ExecutionRecord {
             finished_at: None,
             duration_ms: None,
             asynchronous: false,
+            leftover_processes: false,
         }
     }
 }
@@ -142,6 +145,10 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Marks every `Running` execution `Failed` with `reason` as its error and now as its end;
     /// returns how many changed. Called at startup: nothing can still be running then.
     async fn fail_running_executions(&self, reason: &str) -> StoreResult<u64>;
+    /// Deletes finished executions (any status but `Running`) that ended before `ended_before`,
+    /// and of each session every finished one but the `keep` newest (by start, then id).
+    /// Returns how many went. A long-lived busy session must not fill the disk.
+    async fn prune_executions(&self, ended_before: OffsetDateTime, keep: u32) -> StoreResult<u64>;
 }
 
 type ExecKey = (PoolKey, String, String);
@@ -223,6 +230,33 @@ impl SessionStore for MemoryStore {
         Ok(map
             .get(&(pool.clone(), identifier.to_owned(), id.to_owned()))
             .cloned())
+    }
+
+    async fn prune_executions(&self, ended_before: OffsetDateTime, keep: u32) -> StoreResult<u64> {
+        let mut map = self.executions.lock().map_err(|_| poisoned())?;
+        let before = map.len();
+        map.retain(|_, e| {
+            e.status == ExecutionStatus::Running
+                || e.finished_at.unwrap_or(e.started_at) >= ended_before
+        });
+        let mut by_session: HashMap<(PoolKey, String), Vec<(OffsetDateTime, String)>> =
+            HashMap::new();
+        for e in map
+            .values()
+            .filter(|e| e.status != ExecutionStatus::Running)
+        {
+            by_session
+                .entry((e.pool.clone(), e.identifier.clone()))
+                .or_default()
+                .push((e.started_at, e.id.clone()));
+        }
+        for ((pool, identifier), mut finished) in by_session {
+            finished.sort_unstable_by(|a, b| b.cmp(a));
+            for (_, id) in finished.into_iter().skip(keep as usize) {
+                map.remove(&(pool.clone(), identifier.clone(), id));
+            }
+        }
+        Ok((before - map.len()) as u64)
     }
 
     async fn fail_running_executions(&self, reason: &str) -> StoreResult<u64> {

@@ -51,6 +51,82 @@ pub async fn store_contract_tests(store: Arc<dyn SessionStore>) {
     );
     sessions_contract(store.as_ref(), &pool_a, &pool_b).await;
     executions_contract(store.as_ref(), &pool_a, &pool_b).await;
+    prune_contract(store.as_ref(), &pool_a, &pool_b).await;
+}
+
+/// Old records go, and of each session only the newest `keep` finished ones stay; running
+/// ones always stay. (Like `fail_running_executions`, pruning acts on the whole store; the
+/// records of other data survive it unless they are as old as these or one of their sessions
+/// holds more than 3 finished executions.)
+async fn prune_contract(store: &dyn SessionStore, pool_a: &PoolKey, pool_b: &PoolKey) {
+    let epoch = OffsetDateTime::UNIX_EPOCH;
+    let finished = |pool: &PoolKey, identifier: &str, id: &str, start_ms: i64| {
+        let mut e = execution(pool, identifier, id);
+        e.status = ExecutionStatus::Succeeded;
+        e.started_at = epoch + time::Duration::milliseconds(start_ms);
+        e.finished_at = Some(e.started_at + time::Duration::milliseconds(1));
+        e
+    };
+    let old = finished(pool_a, "prune-1", "old", 1_000);
+    let mut running_old = execution(pool_a, "prune-1", "running-old");
+    running_old.started_at = epoch;
+    for e in [&old, &running_old] {
+        assert!(store.insert_execution(e).await.expect("insert"));
+    }
+    // Five recent finished ones in one session, two in another.
+    let recent = OffsetDateTime::now_utc() - epoch;
+    let recent_ms = recent.whole_milliseconds() as i64;
+    for i in 0..5 {
+        let e = finished(pool_b, "prune-2", &format!("r{i}"), recent_ms + i);
+        assert!(store.insert_execution(&e).await.expect("insert"));
+    }
+    for i in 0..2 {
+        let e = finished(pool_b, "prune-3", &format!("r{i}"), recent_ms + i);
+        assert!(store.insert_execution(&e).await.expect("insert"));
+    }
+    let cutoff = epoch + time::Duration::days(1);
+    let gone = store.prune_executions(cutoff, 3).await.expect("prune");
+    assert!(gone >= 3, "the old one and two of the five went: {gone}");
+    let exists = |pool: &PoolKey, identifier: &str, id: &str| {
+        let (pool, identifier, id) = (pool.clone(), identifier.to_owned(), id.to_owned());
+        async move {
+            store
+                .get_execution(&pool, &identifier, &id)
+                .await
+                .expect("get")
+                .is_some()
+        }
+    };
+    assert!(!exists(pool_a, "prune-1", "old").await, "aged out");
+    assert!(
+        exists(pool_a, "prune-1", "running-old").await,
+        "a running execution is never pruned"
+    );
+    for (id, kept) in [
+        ("r0", false),
+        ("r1", false),
+        ("r2", true),
+        ("r3", true),
+        ("r4", true),
+    ] {
+        assert_eq!(exists(pool_b, "prune-2", id).await, kept, "prune-2 {id}");
+    }
+    for id in ["r0", "r1"] {
+        assert!(
+            exists(pool_b, "prune-3", id).await,
+            "prune-3 {id} is within the count"
+        );
+    }
+    store
+        .delete_session(pool_a, "prune-1")
+        .await
+        .expect("clean up");
+    for (pool, identifier) in [(pool_b, "prune-2"), (pool_b, "prune-3")] {
+        store
+            .delete_session(pool, identifier)
+            .await
+            .expect("clean up");
+    }
 }
 
 async fn ours(store: &dyn SessionStore, pools: &[&PoolKey]) -> Vec<SessionRecord> {
@@ -207,6 +283,7 @@ async fn executions_contract(store: &dyn SessionStore, pool_a: &PoolKey, pool_b:
     batch_new.stderr = "ërr".into();
     batch_new.finished_at = Some(at(6_000));
     batch_new.duration_ms = Some(1_000);
+    batch_new.leftover_processes = true;
     let batch_other = execution(pool_b, "user-9", "batch-2");
     let mut batch_dup = e1.clone();
     batch_dup.command = "replaced?".into();

@@ -507,6 +507,13 @@ impl SessionStore for GatedStore {
     async fn fail_running_executions(&self, reason: &str) -> sandpool_pools::StoreResult<u64> {
         self.inner.fail_running_executions(reason).await
     }
+    async fn prune_executions(
+        &self,
+        ended_before: time::OffsetDateTime,
+        keep: u32,
+    ) -> sandpool_pools::StoreResult<u64> {
+        self.inner.prune_executions(ended_before, keep).await
+    }
 }
 
 /// A synchronous result is answered only once it is stored (so an answered result survives a

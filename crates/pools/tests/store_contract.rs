@@ -48,6 +48,13 @@ impl SessionStore for OverwritingStore {
     async fn fail_running_executions(&self, reason: &str) -> StoreResult<u64> {
         self.0.fail_running_executions(reason).await
     }
+    async fn prune_executions(
+        &self,
+        ended_before: time::OffsetDateTime,
+        keep: u32,
+    ) -> StoreResult<u64> {
+        self.0.prune_executions(ended_before, keep).await
+    }
 }
 
 #[tokio::test]

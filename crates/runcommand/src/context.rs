@@ -63,41 +63,73 @@ pub enum ContextError {
 
 /// Decodes the `context` field: standard or URL-safe base64, ASCII whitespace anywhere (clients
 /// wrap lines every 76 characters), padding optional. Empty input is an empty context.
+///
+/// Streams: the text is cleaned and decoded a few KiB at a time, so decoding needs the result
+/// (¾ of the text) and one small buffer, not copies of the text and an offset table beside it.
 pub fn decode_context(s: &str) -> Result<Vec<u8>, ContextError> {
     const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
         .with_decode_padding_mode(DecodePaddingMode::Indifferent)
         .with_decode_allow_trailing_bits(true);
     const ENGINE: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
+    // Base64 characters per step: a multiple of 4, so every step but the last decodes exactly
+    // like the same stretch of one whole decode.
+    const STEP: usize = 16 * 1024;
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
 
-    let mut compact = Vec::with_capacity(s.len());
-    // Original character offsets, so an error points at what the caller actually sent.
-    let mut origin = Vec::with_capacity(s.len());
-    for (offset, b) in s.bytes().enumerate() {
-        match b {
-            b' ' | b'\t' | b'\r' | b'\n' => continue,
-            b'-' => compact.push(b'+'),
-            b'_' => compact.push(b'/'),
-            other => compact.push(other),
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3 + 3);
+    let mut step = Vec::with_capacity(STEP);
+    // Base64 characters decoded before `step`, to point an error at the caller's offset.
+    let mut decoded_chars = 0usize;
+    let mut i = 0;
+    loop {
+        step.clear();
+        while step.len() < STEP && i < bytes.len() {
+            match bytes[i] {
+                b if is_space(b) => {}
+                b'-' => step.push(b'+'),
+                b'_' => step.push(b'/'),
+                other => step.push(other),
+            }
+            i += 1;
         }
-        origin.push(offset);
+        while i < bytes.len() && is_space(bytes[i]) {
+            i += 1;
+        }
+        if step.is_empty() {
+            return Ok(out);
+        }
+        ENGINE
+            .decode_vec(&step, &mut out)
+            .map_err(|e| base64_error(s, decoded_chars, e))?;
+        decoded_chars += step.len();
+        if i >= bytes.len() {
+            return Ok(out);
+        }
     }
-    if compact.is_empty() {
-        return Ok(Vec::new());
-    }
-    ENGINE.decode(&compact).map_err(|e| {
-        let at = |i: usize| origin.get(i).copied().unwrap_or(s.len());
-        ContextError::Base64(match e {
-            base64::DecodeError::InvalidByte(i, b) => {
-                format!("unexpected {} at offset {}", describe_byte(b), at(i))
-            }
-            base64::DecodeError::InvalidLength(_) => {
-                "its length does not match any base64 encoding (truncated?)".to_string()
-            }
-            base64::DecodeError::InvalidLastSymbol(i, b) => {
-                format!("unexpected final {} at offset {}", describe_byte(b), at(i))
-            }
-            base64::DecodeError::InvalidPadding => "misplaced '=' padding".to_string(),
-        })
+}
+
+/// The error of a step that started after `before` base64 characters, with offsets into `s`.
+fn base64_error(s: &str, before: usize, e: base64::DecodeError) -> ContextError {
+    // Offset in `s` of the `n`-th non-whitespace character (rare path: a rescan).
+    let at = |n: usize| {
+        s.bytes()
+            .enumerate()
+            .filter(|(_, b)| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+            .nth(before + n)
+            .map_or(s.len(), |(offset, _)| offset)
+    };
+    ContextError::Base64(match e {
+        base64::DecodeError::InvalidByte(i, b) => {
+            format!("unexpected {} at offset {}", describe_byte(b), at(i))
+        }
+        base64::DecodeError::InvalidLength(_) => {
+            "its length does not match any base64 encoding (truncated?)".to_string()
+        }
+        base64::DecodeError::InvalidLastSymbol(i, b) => {
+            format!("unexpected final {} at offset {}", describe_byte(b), at(i))
+        }
+        base64::DecodeError::InvalidPadding => "misplaced '=' padding".to_string(),
     })
 }
 
@@ -404,6 +436,31 @@ mod tests {
                 "{bad:?} must be refused"
             );
         }
+    }
+
+    /// Steps decode like one whole decode: across their boundaries, and with errors far in.
+    #[test]
+    fn stepwise_decode_matches_a_whole_decode() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        let text = STANDARD.encode(&data);
+        let wrapped: Vec<String> = text
+            .as_bytes()
+            .chunks(76)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        assert_eq!(decode_context(&wrapped.join("\r\n")).unwrap(), data);
+        assert_eq!(
+            decode_context(&URL_SAFE_NO_PAD.encode(&data)).unwrap(),
+            data
+        );
+        let mut bad = wrapped.join("\n");
+        let at = bad.len() - 10;
+        bad.replace_range(at..at + 1, "!");
+        assert_eq!(
+            decode_context(&bad).unwrap_err(),
+            ContextError::Base64(format!("unexpected character '!' at offset {at}"))
+        );
     }
 
     #[test]

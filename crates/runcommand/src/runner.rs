@@ -19,8 +19,11 @@ use crate::model::{
 /// Tuning of a [`CommandRunner`].
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
-    /// Most commands running at once; the rest wait in the queue (none is refused).
+    /// Most commands running at once; the rest wait in the queue.
     pub concurrency: usize,
+    /// Most commands accepted and not yet started; beyond it [`RunError::QueueFull`]. Each
+    /// holds its context in memory until it starts.
+    pub max_queued: usize,
     /// Most bytes of output kept per command (head and tail, see [`crate::LogBuffer`]).
     pub log_cap: usize,
     /// How long finished results are kept.
@@ -34,6 +37,7 @@ impl Default for RunnerConfig {
     fn default() -> Self {
         RunnerConfig {
             concurrency: 4,
+            max_queued: 64,
             log_cap: 1024 * 1024,
             retention: Duration::from_secs(7 * 24 * 3600),
             purge_interval: Duration::from_secs(600),
@@ -65,6 +69,8 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("the run command service is shutting down")]
     ShuttingDown,
+    #[error("{max} commands are already waiting to run; retry later")]
+    QueueFull { max: usize },
     /// [`CommandRunner::recover`] after a submit would fail this process's own jobs.
     #[error("recover must run before the first submit")]
     RecoverAfterSubmit,
@@ -226,11 +232,20 @@ impl CommandRunner {
         if !self.inner.accepting.load(Ordering::SeqCst) {
             return Err(RunError::ShuttingDown);
         }
+        // Counted before anything is stored, so concurrent submits cannot overshoot the bound.
+        let max = self.inner.config.max_queued;
+        let queued = &self.inner.counters.queued;
+        if queued.fetch_add(1, Ordering::SeqCst) >= max as u64 {
+            queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(RunError::QueueFull { max });
+        }
         self.inner.submitted_any.store(true, Ordering::SeqCst);
         let record = CommandResult::queued(&job.id, &job.cluster, now_millis());
-        self.inner.store.insert(&record).await?;
+        if let Err(e) = self.inner.store.insert(&record).await {
+            queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(e.into());
+        }
         let id = job.id.clone();
-        self.inner.counters.queued.fetch_add(1, Ordering::SeqCst);
         if let Err(mpsc::error::SendError(job)) = self.inner.queue.send(job) {
             // The dispatcher is gone: shutdown won the race after the check above.
             self.inner.counters.queued.fetch_sub(1, Ordering::SeqCst);
@@ -495,6 +510,37 @@ mod tests {
             assert_eq!(r.state, CommandState::Succeeded);
             assert_eq!(r.exit_code, Some(i as i32 + 1));
             assert!(r.started_at.is_some() && r.finished_at >= r.started_at);
+        }
+        runner.shutdown().await;
+    }
+
+    /// Beyond `max_queued` waiting commands a submit is refused (the server answers 429) and
+    /// stores nothing; once one starts there is room again.
+    #[tokio::test]
+    async fn the_queue_is_bounded() {
+        let engine = Arc::new(GateEngine::default());
+        let store = Arc::new(MemoryStore::new());
+        let cfg = RunnerConfig {
+            concurrency: 1,
+            max_queued: 2,
+            ..Default::default()
+        };
+        let runner = CommandRunner::with_engine(engine.clone(), store.clone(), cfg);
+        runner.submit(job("a")).await.unwrap();
+        wait_until(|| engine.started.load(Ordering::SeqCst) == 1).await;
+        runner.submit(job("b")).await.unwrap();
+        runner.submit(job("c")).await.unwrap();
+        match runner.submit(job("d")).await {
+            Err(RunError::QueueFull { max: 2 }) => {}
+            other => panic!("a third waiting command was accepted: {other:?}"),
+        }
+        assert_eq!(store.all().len(), 3, "the refused command left no record");
+        engine.gate.notify_one();
+        wait_until(|| engine.started.load(Ordering::SeqCst) == 2).await;
+        runner.submit(job("e")).await.expect("room again");
+        while runner.metrics().succeeded < 4 {
+            engine.gate.notify_one();
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         runner.shutdown().await;
     }

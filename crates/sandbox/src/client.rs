@@ -544,6 +544,7 @@ impl Execution {
                                 stdout_truncated: outcome.stdout_truncated,
                                 stderr_truncated: outcome.stderr_truncated,
                                 duration: outcome.duration(),
+                                leftover_processes: outcome.leftover_processes,
                             }))
                         }
                         Ok(r) => Err(unexpected(r)),

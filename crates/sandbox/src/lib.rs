@@ -215,6 +215,9 @@ pub struct ExecOutcome {
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
     pub duration: Duration,
+    /// Processes the command started in its process group were still running when it ended
+    /// (e.g. `cmd &`); they keep running. Processes that left the group (`setsid`) are not seen.
+    pub leftover_processes: bool,
 }
 
 /// A finished command with its collected output.

@@ -120,6 +120,9 @@ pub struct WireOutcome {
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
     pub duration_us: u64,
+    /// Processes of the command's process group still ran when its shell exited.
+    #[serde(default)]
+    pub leftover_processes: bool,
 }
 
 impl WireOutcome {

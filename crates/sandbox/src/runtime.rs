@@ -538,6 +538,15 @@ impl Runtime {
         }
     }
 
+    /// Caps the cpu of all this runtime's sandboxes together (millicores, on the cgroup
+    /// parent); `None` lifts the cap. On cgroup v1 a sandbox asking more than this fails to start.
+    pub fn set_cpu_ceiling(&self, millicores: Option<u64>) -> Result<(), SandboxError> {
+        self.inner
+            .cgroups
+            .set_parent_cpu_quota(millicores.map(CpuQuota::from_millicores))?;
+        Ok(())
+    }
+
     /// Connects again to a live sandbox, e.g. after the server restarted.
     pub async fn attach(&self, id: &str) -> Result<Sandbox, SandboxError> {
         if !valid_id(id) {

@@ -125,11 +125,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
         let mut buf = bytes::BytesMut::new();
         let mut seen = 0usize;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                HttpError(ApiError::invalid_request_content(format!(
-                    "The request body could not be read: {e}"
-                )))
-            })?;
+            let frame = frame.map_err(|e| HttpError(body_read_error(&e)))?;
             if let Ok(data) = frame.into_data() {
                 seen += data.len();
                 if seen <= limit {
@@ -144,6 +140,23 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
         }
         Ok(RawBody(buf.freeze()))
     }
+}
+
+/// Why a request body could not be read: 408 `RequestTimeout` when the client stalled past the
+/// body timeout, else 400.
+pub fn body_read_error(e: &(dyn std::error::Error + 'static)) -> ApiError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::new(
+                408,
+                "RequestTimeout",
+                "The request body stalled longer than the server allows between two parts.",
+            );
+        }
+        cause = c.source();
+    }
+    ApiError::invalid_request_content(format!("The request body could not be read: {e}"))
 }
 
 /// The management body limit in effect, so the 413 message can name it.
@@ -306,6 +319,11 @@ async fn ensure_error_body(resp: Response) -> Response {
             413,
             "PayloadTooLarge",
             or(text, "The request body is too large."),
+        ),
+        StatusCode::REQUEST_TIMEOUT => ApiError::new(
+            408,
+            "RequestTimeout",
+            or(text, "The request took longer than the server allows."),
         ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {
             ApiError::unsupported_media_type(or(text, "Unsupported content type."))

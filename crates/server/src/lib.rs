@@ -11,6 +11,7 @@ mod cloud;
 pub mod data_dir;
 pub mod http;
 pub mod instance;
+pub mod limits;
 pub mod metrics;
 mod ops;
 pub mod paths;
@@ -71,6 +72,8 @@ pub struct ServeConfig {
     /// Age at which the token signing key is replaced (tokens it signed stay valid until they
     /// expire); `None`: never.
     pub signing_key_max_age: Option<std::time::Duration>,
+    /// What one session, pool and cluster may ask for; executions kept and run at once.
+    pub limits: limits::Limits,
 }
 
 impl Default for ServeConfig {
@@ -88,6 +91,7 @@ impl Default for ServeConfig {
             max_body_size: 4 * 1024 * 1024,
             sandbox: sandboxes::SandboxSettings::default(),
             signing_key_max_age: Some(std::time::Duration::from_secs(30 * 24 * 3600)),
+            limits: limits::Limits::default(),
         }
     }
 }
@@ -138,6 +142,8 @@ pub struct AppState {
     pub auth: auth::ServerAuth,
     /// The pool manager of session pools (set at startup when sandboxes are available).
     pub pools: sessions::Pools,
+    /// Bounds checked when pools and clusters are written.
+    pub limits: Arc<limits::Limits>,
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -189,13 +195,34 @@ fn auth_layer(
     auth::layer(router, auth, rules)
 }
 
-/// Builds the state and the router (without path normalisation; see [`service`]).
+/// Builds the state and the router (without path normalisation; see [`service`]), with the
+/// default [`limits::Limits`].
 pub async fn build_app(
     store: Store,
     public_url: &str,
     body_limit: usize,
     sandboxes: sandboxes::Sandboxes,
     auth: auth::ServerAuth,
+) -> anyhow::Result<(AppState, Router)> {
+    build_app_with_limits(
+        store,
+        public_url,
+        body_limit,
+        sandboxes,
+        auth,
+        limits::Limits::default(),
+    )
+    .await
+}
+
+/// [`build_app`] with the given limits.
+pub async fn build_app_with_limits(
+    store: Store,
+    public_url: &str,
+    body_limit: usize,
+    sandboxes: sandboxes::Sandboxes,
+    auth: auth::ServerAuth,
+    limits: limits::Limits,
 ) -> anyhow::Result<(AppState, Router)> {
     let routes = all_routes();
     let openapi = routes
@@ -217,6 +244,7 @@ pub async fn build_app(
         commands,
         pools,
         auth,
+        limits: Arc::new(limits),
     };
     let rules = route_rules(&routes, &state.auth);
     let router = layered(routes.router, &state, rules).with_state(state.clone());
@@ -230,12 +258,22 @@ fn layered(
     state: &AppState,
     rules: sandpool_auth::RouteRules,
 ) -> Router<AppState> {
+    let timeouts = state.limits.http;
     auth_layer(
         router.fallback(arm::authorization::fallback),
         &state.auth,
         rules,
     )
     .layer(CatchPanicLayer::custom(http::panic_response))
+    // Inside the conventions, so the bare 408 gets the error body; around auth, so the
+    // public token endpoint is bounded too.
+    .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        timeouts.request,
+    ))
+    .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        timeouts.body_idle,
+    ))
     .layer(axum::middleware::from_fn_with_state(
         state.clone(),
         http::conventions,
@@ -288,6 +326,7 @@ pub struct Server {
     router: Router,
     /// Held until the server has stopped: its data dir and its host resources.
     instance: instance::Instance,
+    header_read_timeout: Duration,
 }
 
 impl Server {
@@ -347,8 +386,20 @@ impl Server {
         if let Some(max_age) = config.signing_key_max_age {
             auth::maintain_keys(&auth, max_age)?;
         }
-        let (state, router) =
-            build_app(store, &public_url, config.max_body_size, sandboxes, auth).await?;
+        if let Ok(runtime) = sandboxes.runtime() {
+            runtime
+                .set_cpu_ceiling(config.limits.host_cpu_ceiling_millicores)
+                .context("applying --host-cpu-ceiling to the sandboxes' cgroup parent")?;
+        }
+        let (state, router) = build_app_with_limits(
+            store,
+            &public_url,
+            config.max_body_size,
+            sandboxes,
+            auth,
+            config.limits.clone(),
+        )
+        .await?;
         if config.create_defaults {
             create_defaults(&state).await?;
         }
@@ -371,6 +422,7 @@ impl Server {
             state,
             router,
             instance,
+            header_read_timeout: config.limits.http.header_read,
         })
     }
 
@@ -399,18 +451,23 @@ impl Server {
         });
         let svc = axum::ServiceExt::into_make_service(service(self.router));
         tracing::info!(listen = %self.local_addr, public_url = %self.public_url, "sandpool serving");
+        let header_read = self.header_read_timeout;
+        // A client that sends its headers byte by byte is cut off (hyper needs a timer for it).
+        let bound = |b: &mut hyper_util::server::conn::auto::Builder<_>| {
+            b.http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_read);
+        };
         match self.tls {
             Some(tls) => {
-                axum_server::from_tcp_rustls(self.listener, tls)
-                    .handle(handle)
-                    .serve(svc)
-                    .await?
+                let mut server = axum_server::from_tcp_rustls(self.listener, tls);
+                bound(server.http_builder());
+                server.handle(handle).serve(svc).await?
             }
             None => {
-                axum_server::from_tcp(self.listener)
-                    .handle(handle)
-                    .serve(svc)
-                    .await?
+                let mut server = axum_server::from_tcp(self.listener);
+                bound(server.http_builder());
+                server.handle(handle).serve(svc).await?
             }
         }
         self.state.commands.shutdown().await;

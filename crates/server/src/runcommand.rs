@@ -31,10 +31,6 @@ use crate::{AppState, ServeConfig};
 /// Longest accepted `command`, in bytes.
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
-/// Largest `runCommand` request body: the context is a base64 zip, so this route accepts more
-/// than the management body limit.
-pub const MAX_RUN_COMMAND_BODY: usize = 64 * 1024 * 1024;
-
 /// The run-command part of the state: the runner once startup created it (it needs the sandbox
 /// runtime, so a host without one has none and the POST answers 503).
 #[derive(Clone, Default)]
@@ -77,6 +73,7 @@ pub async fn start(state: &AppState, config: &ServeConfig) -> anyhow::Result<()>
         Arc::new(SqlCommandStore::new(state.store.clone())),
         RunnerConfig {
             concurrency: config.command_concurrency.max(1),
+            max_queued: config.limits.max_queued_commands,
             retention: config.command_retention,
             ..RunnerConfig::default()
         },
@@ -143,6 +140,9 @@ fn optional_string(obj: &Map<String, Value>, key: &str) -> Result<Option<String>
     }
 }
 
+/// Parses the body. The context (most of it) is moved out of the parsed JSON, never copied:
+/// the body, its parse and the decoded zip are the only copies that ever exist, one after the
+/// other as far as possible (see `run_command`).
 fn parse_run_request(bytes: &[u8]) -> Result<RunRequest, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid_request_content(
@@ -152,14 +152,29 @@ fn parse_run_request(bytes: &[u8]) -> Result<RunRequest, ApiError> {
     let v: Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::invalid_request_content(format!("The request body is not valid: {e}."))
     })?;
-    let obj = v.as_object().ok_or_else(|| {
-        ApiError::invalid_request_content("The request body must be a JSON object.")
-    })?;
-    // A body wrapped as `{"properties":{…}}` (older clients) is accepted too.
-    let obj = match field(obj, "properties") {
-        Some(Value::Object(inner)) if field(obj, "command").is_none() => inner,
-        _ => obj,
+    run_request_of(v)
+}
+
+fn run_request_of(v: Value) -> Result<RunRequest, ApiError> {
+    let Value::Object(mut obj) = v else {
+        return Err(ApiError::invalid_request_content(
+            "The request body must be a JSON object.",
+        ));
     };
+    // A body wrapped as `{"properties":{…}}` (older clients) is accepted too.
+    let wrapped = field(&obj, "command").is_none()
+        && matches!(field(&obj, "properties"), Some(Value::Object(_)));
+    if wrapped {
+        let key = obj
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case("properties"))
+            .cloned()
+            .unwrap_or_default();
+        if let Some(Value::Object(inner)) = obj.remove(&key) {
+            obj = inner;
+        }
+    }
+    let obj = &mut obj;
     let command = optional_string(obj, "command")?.unwrap_or_default();
     if command.trim().is_empty() {
         return Err(ApiError::invalid_request_content(
@@ -180,7 +195,23 @@ fn parse_run_request(bytes: &[u8]) -> Result<RunRequest, ApiError> {
         )
         .with_target("command"));
     }
-    let context = optional_string(obj, "context")?.unwrap_or_default();
+    if !matches!(
+        field(obj, "context"),
+        None | Some(Value::Null) | Some(Value::String(_))
+    ) {
+        return Err(
+            ApiError::invalid_request_content("'context' must be a string.").with_target("context"),
+        );
+    }
+    let context = match obj
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case("context"))
+        .cloned()
+        .and_then(|k| obj.remove(&k))
+    {
+        Some(Value::String(s)) => s,
+        _ => String::new(),
+    };
     // `clusterToken` is what AKS uses to act as the caller inside the cluster; sandpool's
     // sandboxes have no such identity, so it is checked for type and otherwise ignored.
     optional_string(obj, "clusterToken")?;
@@ -204,13 +235,18 @@ pub async fn cluster_settings(
         .await?
         .filter(|k| !k.is_empty());
     Ok(ClusterSettings {
-        cpu_millicores: Some((p.limits.cpu * 1000.0).round().max(1.0) as u64),
+        cpu_millicores: Some(cpu_millicores(p.limits.cpu)),
         memory_bytes: bodies::memory_bytes(&p.limits.memory),
         pids: Some(u64::from(p.limits.pids)),
         egress: p.egress.eq_ignore_ascii_case("Enabled"),
         command_timeout: Duration::from_secs(u64::from(p.command_timeout_in_seconds)),
         kubeconfig,
     })
+}
+
+/// Cores of a cluster's `limits.cpu` as millicores (at least 1).
+pub fn cpu_millicores(cores: f64) -> u64 {
+    (cores * 1000.0).round().max(1.0) as u64
 }
 
 async fn run_command(
@@ -220,11 +256,6 @@ async fn run_command(
     body: Body,
 ) -> HttpResult<Response> {
     let cluster = get_resource(&s, &Target::new(Kind::ManagedCluster, t)).await?;
-    let bytes = axum::body::to_bytes(body, MAX_RUN_COMMAND_BODY)
-        .await
-        .map_err(|_| ApiError::payload_too_large(MAX_RUN_COMMAND_BODY as u64))?;
-    let req = parse_run_request(&bytes)?;
-    let context = decode_context(&req.context).map_err(|e| invalid_context(e.to_string()))?;
     let Some(runner) = s.commands.runner() else {
         // The 503 that says why this host cannot run sandboxes.
         s.sandboxes.runtime()?;
@@ -232,27 +263,70 @@ async fn run_command(
             ApiError::service_unavailable("Run Command is not running on this server.").into(),
         );
     };
+    // Refused before the body is read: a full queue must not cost the memory of the context.
+    let max = s.limits.max_queued_commands;
+    if runner.metrics().queued >= max as u64 {
+        return Ok(queue_full(&RunError::QueueFull { max }));
+    }
+    let limit = s.limits.max_run_command_body;
+    let bytes = read_body(body, limit).await?;
+    // One copy at a time where possible: the body goes once parsed, the text once decoded.
+    let req = parse_run_request(&bytes)?;
+    drop(bytes);
+    let RunRequest { command, context } = req;
+    let context = decode_context(&context).map_err(|e| invalid_context(e.to_string()))?;
     let job = CommandJob {
         id: new_job_id(),
         cluster: cluster.id.clone(),
-        command: req.command,
+        command,
         context,
         settings: cluster_settings(&s, &cluster).await?,
     };
-    let id = runner.submit(job).await.map_err(|e| match e {
-        RunError::InvalidContext(e) => invalid_context(e.to_string()),
-        RunError::InvalidJob(m) => ApiError::invalid_request_content(m),
-        RunError::ShuttingDown => ApiError::service_unavailable(e.to_string()),
-        RunError::Store(e) => {
+    let api = match runner.submit(job).await {
+        Ok(id) => {
+            let mut resp = Response::new(Body::empty());
+            *resp.status_mut() = StatusCode::ACCEPTED;
+            poll_headers(&mut resp, &result_url(&s, &q, &cluster.id, &id));
+            return Ok(resp);
+        }
+        Err(e @ RunError::QueueFull { .. }) => return Ok(queue_full(&e)),
+        Err(RunError::InvalidContext(e)) => invalid_context(e.to_string()),
+        Err(RunError::InvalidJob(m)) => ApiError::invalid_request_content(m),
+        Err(e @ RunError::ShuttingDown) => ApiError::service_unavailable(e.to_string()),
+        Err(RunError::Store(e)) => {
             tracing::error!(error = %e, "run command: storing the job");
             ApiError::internal()
         }
-        RunError::RecoverAfterSubmit => ApiError::internal(),
-    })?;
-    let mut resp = Response::new(Body::empty());
-    *resp.status_mut() = StatusCode::ACCEPTED;
-    poll_headers(&mut resp, &result_url(&s, &q, &cluster.id, &id));
-    Ok(resp)
+        Err(RunError::RecoverAfterSubmit) => ApiError::internal(),
+    };
+    Err(api.into())
+}
+
+/// 429 `TooManyQueuedCommands` with `Retry-After`.
+fn queue_full(e: &RunError) -> Response {
+    let mut resp =
+        crate::http::error_response(&ApiError::new(429, "TooManyQueuedCommands", e.to_string()));
+    resp.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+    resp
+}
+
+/// The body up to `limit` bytes; 413 beyond it (read as it arrives, never more than the limit
+/// held), 408 when the client stalls past the body timeout.
+async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| crate::http::body_read_error(&e))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(ApiError::payload_too_large(limit as u64));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
 }
 
 async fn command_result(

@@ -45,7 +45,8 @@ fn session_from_row(r: &AnyRow) -> anyhow::Result<SessionRecord> {
 }
 
 const EXEC_COLUMNS: &str = "pool_key, identifier, id, command, status, exit_code, stdout, stderr, \
-     stdout_truncated, stderr_truncated, error, started_at, finished_at, duration_ms, asynchronous";
+     stdout_truncated, stderr_truncated, error, started_at, finished_at, duration_ms, asynchronous, \
+     leftover_processes";
 
 fn execution_from_row(r: &AnyRow) -> anyhow::Result<ExecutionRecord> {
     let status: String = r.try_get(4)?;
@@ -69,6 +70,7 @@ fn execution_from_row(r: &AnyRow) -> anyhow::Result<ExecutionRecord> {
         finished_at: finished_at.map(from_ms).transpose()?,
         duration_ms: duration_ms.map(u64::try_from).transpose()?,
         asynchronous: r.try_get::<i64, _>(14)? != 0,
+        leftover_processes: r.try_get::<i64, _>(15)? != 0,
     })
 }
 
@@ -92,6 +94,7 @@ fn bind_execution<'q>(
         .bind(e.finished_at.map(ms))
         .bind(e.duration_ms.map(|d| i64::try_from(d).unwrap_or(i64::MAX)))
         .bind(i64::from(e.asynchronous))
+        .bind(i64::from(e.leftover_processes))
 }
 
 #[async_trait]
@@ -146,7 +149,7 @@ impl SessionStore for Store {
 
     async fn insert_execution(&self, e: &ExecutionRecord) -> StoreResult<bool> {
         let sql = format!(
-            "INSERT INTO executions ({EXEC_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+            "INSERT INTO executions ({EXEC_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
              ON CONFLICT (pool_key, identifier, id) DO NOTHING"
         );
         let n = bind_execution(sqlx::query(&sql), e)
@@ -157,7 +160,7 @@ impl SessionStore for Store {
 
     async fn insert_executions(&self, batch: &[ExecutionRecord]) -> StoreResult<()> {
         // One multi-row statement: one commit and one hand-off to the database for the batch.
-        const COLUMNS: usize = 15;
+        const COLUMNS: usize = 16;
         if batch.is_empty() {
             return Ok(());
         }
@@ -186,7 +189,8 @@ impl SessionStore for Store {
         let n = sqlx::query(
             "UPDATE executions SET command = $4, status = $5, exit_code = $6, stdout = $7, stderr = $8,
                stdout_truncated = $9, stderr_truncated = $10, error = $11, started_at = $12,
-               finished_at = $13, duration_ms = $14, asynchronous = $15
+               finished_at = $13, duration_ms = $14, asynchronous = $15,
+               leftover_processes = $16
              WHERE pool_key = $1 AND identifier = $2 AND id = $3",
         );
         let n = bind_execution(n, e).execute(self.pool()).await?;
@@ -224,5 +228,32 @@ impl SessionStore for Store {
         .execute(self.pool())
         .await?;
         Ok(n.rows_affected())
+    }
+
+    async fn prune_executions(&self, ended_before: OffsetDateTime, keep: u32) -> StoreResult<u64> {
+        let aged = sqlx::query(
+            "DELETE FROM executions WHERE status <> $1 AND COALESCE(finished_at, started_at) < $2",
+        )
+        .bind(ExecutionStatus::Running.as_str())
+        .bind(ms(ended_before))
+        .execute(self.pool())
+        .await?;
+        // The newest `keep` finished ones of each session stay (row-value IN and window
+        // functions: SQLite 3.25+, every supported PostgreSQL).
+        let surplus = sqlx::query(
+            "DELETE FROM executions WHERE (pool_key, identifier, id) IN (
+                SELECT pool_key, identifier, id FROM (
+                    SELECT pool_key, identifier, id, ROW_NUMBER() OVER (
+                        PARTITION BY pool_key, identifier ORDER BY started_at DESC, id DESC
+                    ) AS newer
+                    FROM executions WHERE status <> $1
+                ) ranked WHERE newer > $2
+            )",
+        )
+        .bind(ExecutionStatus::Running.as_str())
+        .bind(i64::from(keep))
+        .execute(self.pool())
+        .await?;
+        Ok(aged.rows_affected() + surplus.rows_affected())
     }
 }

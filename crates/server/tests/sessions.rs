@@ -385,7 +385,10 @@ async fn timed_cooldown_ends_sessions() {
 /// success once a session ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_and_capacity() {
-    let t = Arc::new(T::start(TestStore::Sqlite).await);
+    // Fifty requests at once on one identifier: above the default bound of executions at once
+    // per session (tests/limits.rs covers that bound), so it is raised here.
+    let t =
+        Arc::new(T::start_with(TestStore::Sqlite, |c| c.limits.max_session_executions = 50).await);
     t.put_pool(
         "cap",
         json!({"scaleConfiguration": {"maxConcurrentSessions": 2, "readySessionInstances": 0}}),

@@ -543,6 +543,10 @@ async fn exec(
     };
     let duration = started.elapsed();
     running.borrow_mut().remove(&id);
+    // Signal 0 only asks whether the group still has members: background processes the
+    // command left running (they keep running; the host reports them).
+    // SAFETY: as above; signal 0 delivers nothing.
+    let leftover_processes = !timed_out && unsafe { libc::kill(-pid, 0) } == 0;
     if timed_out {
         // Stragglers of the group that outlived the shell.
         // SAFETY: as above.
@@ -566,6 +570,7 @@ async fn exec(
         stdout_truncated: out.truncated,
         stderr_truncated: errs.truncated,
         duration_us: duration.as_micros() as u64,
+        leftover_processes,
     };
     reply(tx, id, &Reply::Exit { outcome }).await;
     Ok(())

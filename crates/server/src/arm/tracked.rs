@@ -176,6 +176,17 @@ pub fn pool_properties(
     props: &Value,
 ) -> Result<Value, ApiError> {
     let mut p = bodies::session_pool_properties(props)?;
+    let settings = crate::sessions::settings_of(props)?;
+    s.limits.check(
+        &crate::limits::Asked {
+            max_sessions: Some(settings.max_concurrent_sessions),
+            ready_sessions: Some(settings.ready_session_instances),
+            cpu_millicores: settings.cpu_millicores,
+            memory_bytes: settings.memory_bytes,
+            pids: None,
+        },
+        "properties.customContainerTemplate.containers[0].resources",
+    )?;
     p.provisioning_state = Some("Succeeded".into());
     p.pool_management_endpoint = Some(format!(
         "{}/subscriptions/{}/resourceGroups/{group_name}/sessionPools/{}",
@@ -258,6 +269,15 @@ pub async fn cluster_properties(
     props: &Value,
 ) -> HttpResult<(Value, Option<String>)> {
     let mut p = bodies::managed_cluster_properties(props)?;
+    s.limits.check(
+        &crate::limits::Asked {
+            cpu_millicores: Some(crate::runcommand::cpu_millicores(p.limits.cpu)),
+            memory_bytes: bodies::memory_bytes(&p.limits.memory),
+            pids: Some(p.limits.pids.into()),
+            ..Default::default()
+        },
+        "properties.limits",
+    )?;
     let kubeconfig = p.kubeconfig.take();
     p.has_kubeconfig = match &kubeconfig {
         Some(k) => !k.is_empty(),

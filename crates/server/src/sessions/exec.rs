@@ -181,6 +181,7 @@ pub(crate) fn execution_body(r: &ExecutionRecord, execution_type: &str) -> Value
             "executionTimeInMilliseconds": r.duration_ms.unwrap_or(0),
             "stdoutTruncated": r.stdout_truncated,
             "stderrTruncated": r.stderr_truncated,
+            "leftoverProcesses": r.leftover_processes,
         });
     }
     let died = r

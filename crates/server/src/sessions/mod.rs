@@ -21,7 +21,7 @@ use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use sandpool_api::types::{LifecycleConfiguration, SessionPoolProperties};
 use sandpool_api::{bodies, validate, ApiError};
-use sandpool_pools::{Lifecycle, PoolError, PoolKey, PoolManager, PoolSettings};
+use sandpool_pools::{Lifecycle, ManagerConfig, PoolError, PoolKey, PoolManager, PoolSettings};
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
@@ -61,7 +61,16 @@ pub async fn start(state: &AppState, max_upload_size: u64) -> anyhow::Result<()>
         return Ok(());
     };
     let store: Arc<dyn sandpool_pools::SessionStore> = Arc::new(state.store.clone());
-    let manager = PoolManager::new(runtime.clone(), store);
+    let limits = &state.limits;
+    let config = ManagerConfig {
+        default_cpu_millicores: Some(limits.default_cpu_millicores()),
+        max_cpu_millicores: Some(limits.max_cpu_millicores()),
+        max_executions_per_session: limits.max_session_executions,
+        execution_retention: limits.execution_retention,
+        execution_history: limits.execution_history,
+        ..ManagerConfig::default()
+    };
+    let manager = PoolManager::with_config(runtime.clone(), store, config);
     let pools = state
         .store
         .list(&ListFilter {
@@ -245,6 +254,12 @@ impl From<PoolError> for DataError {
                 return DataError {
                     api: ApiError::new(429, "SessionPoolAtCapacity", msg),
                     retry_after: Some(*retry_after),
+                }
+            }
+            PoolError::TooManyExecutions { .. } => {
+                return DataError {
+                    api: ApiError::new(429, "TooManyConcurrentExecutions", msg),
+                    retry_after: Some(Duration::from_secs(1)),
                 }
             }
             PoolError::PoolNotFound(_) => ApiError::new(404, "ResourceNotFound", msg),
