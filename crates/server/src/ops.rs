@@ -35,6 +35,7 @@ pub fn routes(r: Routes) -> Routes {
         false,
         metrics,
     )
+    .response_raw(200, "text/plain")
     .add(
         Method::GET,
         "/openapi.json",

@@ -13,6 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
+use sandpool_api::wire::{CommandResult as CommandResultBody, RunCommandRequest};
 use sandpool_api::{bodies, ApiError};
 use sandpool_runcommand::{
     decode_context, new_job_id, valid_job_id, ClusterSettings, CommandJob, CommandResult,
@@ -136,6 +137,7 @@ pub fn routes(r: Routes) -> Routes {
         true,
         run_command,
     )
+    .request::<RunCommandRequest>()
     .add(
         Method::GET,
         &format!("{CLUSTER}/commandResults/{{commandId}}"),
@@ -144,6 +146,8 @@ pub fn routes(r: Routes) -> Routes {
         false,
         command_result,
     )
+    .response::<CommandResultBody>(200)
+    .response::<CommandResultBody>(202)
 }
 
 type P3 = Path<(String, String, String)>;

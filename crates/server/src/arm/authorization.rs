@@ -18,7 +18,8 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use sandpool_api::{validate, ApiError, List, RoleAssignmentProperties};
+use sandpool_api::wire::RoleAssignmentRequest;
+use sandpool_api::{validate, ApiError, List, Resource, RoleAssignmentProperties};
 use serde_json::{json, Value};
 
 pub const ASSIGNMENT_TYPE: &str = "Microsoft.Authorization/roleAssignments";
@@ -35,6 +36,9 @@ pub fn routes(r: Routes) -> Routes {
         &[201, 200, 400],
         true,
     )
+    .request::<RoleAssignmentRequest>()
+    .response::<Resource<RoleAssignmentProperties>>(200)
+    .response::<Resource<RoleAssignmentProperties>>(201)
     .doc(
         Method::GET,
         &format!("{a}/{{roleAssignmentName}}"),
@@ -42,6 +46,7 @@ pub fn routes(r: Routes) -> Routes {
         &[200, 404],
         false,
     )
+    .response::<Resource<RoleAssignmentProperties>>(200)
     .doc(
         Method::DELETE,
         &format!("{a}/{{roleAssignmentName}}"),
@@ -56,6 +61,7 @@ pub fn routes(r: Routes) -> Routes {
         &[200],
         false,
     )
+    .response::<List<Resource<RoleAssignmentProperties>>>(200)
     .doc(
         Method::GET,
         d,
@@ -63,6 +69,7 @@ pub fn routes(r: Routes) -> Routes {
         &[200],
         false,
     )
+    .response::<List<Resource>>(200)
     .doc(
         Method::GET,
         &format!("{d}/{{roleDefinitionId}}"),
@@ -70,6 +77,7 @@ pub fn routes(r: Routes) -> Routes {
         &[200, 404],
         false,
     )
+    .response::<Resource>(200)
     .doc(
         Method::GET,
         "{resourceId}",

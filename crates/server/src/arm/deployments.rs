@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::Extension;
-use sandpool_api::{validate, ApiError, DeploymentRequest};
+use sandpool_api::{validate, ApiError, DeploymentRequest, Resource};
 use sandpool_template::{Context, TemplateError};
 use serde_json::json;
 
@@ -26,6 +26,9 @@ pub fn routes(r: Routes) -> Routes {
         true,
         put,
     )
+    .request::<DeploymentRequest>()
+    .response::<Resource>(200)
+    .response::<Resource>(201)
     .add(
         Method::POST,
         &format!("{ITEM}/validate"),
@@ -34,6 +37,7 @@ pub fn routes(r: Routes) -> Routes {
         true,
         validate_deployment,
     )
+    .request::<DeploymentRequest>()
     .add(
         Method::GET,
         ITEM,
@@ -42,6 +46,7 @@ pub fn routes(r: Routes) -> Routes {
         false,
         get,
     )
+    .response::<Resource>(200)
 }
 
 fn template_error(e: TemplateError) -> HttpError {

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::Extension;
-use sandpool_api::{validate, ApiError, List};
+use sandpool_api::{validate, ApiError, List, Resource, ResourceGroupProperties, ResourceRequest};
 use serde_json::{json, Value};
 
 pub const TYPE: &str = "Microsoft.Resources/resourceGroups";
@@ -25,6 +25,9 @@ pub fn routes(r: Routes) -> Routes {
         true,
         put,
     )
+    .request::<ResourceRequest>()
+    .response::<Resource<ResourceGroupProperties>>(200)
+    .response::<Resource<ResourceGroupProperties>>(201)
     .add(
         Method::GET,
         ITEM,
@@ -33,6 +36,7 @@ pub fn routes(r: Routes) -> Routes {
         false,
         get,
     )
+    .response::<Resource<ResourceGroupProperties>>(200)
     .add(
         Method::DELETE,
         ITEM,
@@ -49,6 +53,7 @@ pub fn routes(r: Routes) -> Routes {
         false,
         list,
     )
+    .response::<List<Resource<ResourceGroupProperties>>>(200)
 }
 
 /// Creates or updates a group; shared with the first-start defaults.
