@@ -244,8 +244,8 @@ impl Routes {
                 for name in params(&path) {
                     op = op.parameter(path_parameter(&name));
                 }
-                if !is_public(&path) || path == "/metadata/endpoints" {
-                    op = op.parameter(api_version(requires_api_version(&path)));
+                if let Some(p) = api_version_param(&path) {
+                    op = op.parameter(p);
                 }
                 for p in &extra.params {
                     op = op.parameter(p.clone());
@@ -365,16 +365,22 @@ fn document_paths(path: &str) -> Vec<String> {
     }
 }
 
-/// The routes that answer without a bearer token (API.md, "Auth").
+/// The routes that answer without a bearer token and without `api-version`: crates/auth's rule,
+/// which the enforcement layer and the conventions middleware apply.
 fn is_public(path: &str) -> bool {
-    matches!(
-        path,
-        "/healthz" | "/readyz" | "/openapi.json" | "/oauth2/token" | "/metadata/endpoints"
-    ) || path.starts_with("/.well-known/")
+    sandpool_auth::is_public_path(path)
 }
 
-fn requires_api_version(path: &str) -> bool {
-    path.starts_with("/subscriptions") || path.starts_with("/providers")
+/// `api-version` is asked of every route but `/metrics` and the public ones; the cloud metadata
+/// document takes one (the Azure CLI sends it) without needing it.
+fn api_version_param(path: &str) -> Option<Parameter> {
+    if path == "/metadata/endpoints" {
+        Some(api_version(false))
+    } else if path == "/metrics" || is_public(path) {
+        None
+    } else {
+        Some(api_version(true))
+    }
 }
 
 fn api_version(required: bool) -> Parameter {
