@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 /// `api-version` of every route: `YYYY-MM-DD` or `YYYY-MM-DD-preview`.
-pub const API_VERSION_PATTERN: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?$";
+pub const API_VERSION_PATTERN: &str =
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])(-preview)?$";
 
 /// The query of a data-plane call that names a session.
 #[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]

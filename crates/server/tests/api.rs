@@ -393,9 +393,28 @@ async fn conventions(store: TestStore) {
     )
     .await
     .assert_error(405, "MethodNotAllowed");
-    api.raw(Method::PUT, &format!("{base}/healthz"), None, &[])
-        .await
-        .assert_error(405, "MethodNotAllowed");
+    let r = api
+        .raw(Method::PUT, &format!("{base}/healthz"), None, &[])
+        .await;
+    r.assert_error(405, "MethodNotAllowed");
+    // RFC 9110 §15.5.6: a 405 names the allowed methods (found by schemathesis), on the
+    // routed paths and on the scope paths the fallback dispatches alike.
+    assert_eq!(r.header("allow"), Some("GET,HEAD"));
+    let scoped = [
+        ("/providers/Microsoft.Authorization/roleAssignments", "GET"),
+        (
+            "/providers/Microsoft.Authorization/roleAssignments/11111111-1111-1111-1111-111111111111",
+            "GET, PUT, DELETE",
+        ),
+        ("/providers/Microsoft.Authorization/roleDefinitions", "GET"),
+    ];
+    for (path, allow) in scoped {
+        let r = api
+            .raw(Method::TRACE, &format!("{base}{path}?{V}"), None, &[])
+            .await;
+        r.assert_error(405, "MethodNotAllowed");
+        assert_eq!(r.header("allow"), Some(allow), "{path}");
+    }
 }
 
 async fn identities(store: TestStore) {
@@ -842,7 +861,10 @@ async fn operations_endpoints(store: TestStore) {
         "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}",
         "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.App/sessionPools/{name}",
         "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Resources/deployments/{name}",
-        "{scope}/providers/Microsoft.Authorization/roleAssignments/{roleAssignmentName}",
+        // `{scope}` routes are listed at the root, subscription and resource-group scopes
+        // (an OpenAPI path starts with '/').
+        "/providers/Microsoft.Authorization/roleAssignments/{roleAssignmentName}",
+        "/subscriptions/{subscriptionId}/providers/Microsoft.Authorization/roleAssignments/{roleAssignmentName}",
     ] {
         assert!(paths.contains_key(p), "{p} missing from openapi");
     }

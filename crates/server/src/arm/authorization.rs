@@ -15,7 +15,7 @@ use crate::routes::Routes;
 use crate::store::{ListFilter, StoredResource};
 use crate::{AppState, Principal};
 use axum::extract::State;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use sandpool_api::wire::RoleAssignmentRequest;
@@ -107,6 +107,15 @@ pub async fn fallback(
     resp
 }
 
+/// 405 naming the allowed methods in `Allow` (RFC 9110 §15.5.6), as axum's router does for the
+/// routed paths.
+fn not_allowed(method: &Method, allow: &'static str) -> HttpResult<Response> {
+    let mut r = error_response(&ApiError::method_not_allowed(method.as_str()));
+    r.headers_mut()
+        .insert(axum::http::header::ALLOW, HeaderValue::from_static(allow));
+    Ok(r)
+}
+
 async fn dispatch(
     s: &AppState,
     p: Option<&Principal>,
@@ -119,17 +128,17 @@ async fn dispatch(
         let t = "{scope}/providers/Microsoft.Authorization/roleAssignments";
         return match (rest, method) {
             ("", &Method::GET) => (t, list_assignments(s, scope, q).await),
-            ("", _) => (t, Err(ApiError::method_not_allowed(method.as_str()).into())),
+            ("", _) => (t, not_allowed(method, "GET")),
             (name, &Method::PUT) => (t, put_assignment(s, p, scope, name, body).await),
             (name, &Method::GET) => (t, get_assignment(s, scope, name).await),
             (name, &Method::DELETE) => (t, delete_assignment(s, scope, name).await),
-            _ => (t, Err(ApiError::method_not_allowed(method.as_str()).into())),
+            _ => (t, not_allowed(method, "GET, PUT, DELETE")),
         };
     }
     if let Some((scope, rest)) = split_at(path, DEFINITIONS) {
         let t = "{scope}/providers/Microsoft.Authorization/roleDefinitions";
         if method != Method::GET {
-            return (t, Err(ApiError::method_not_allowed(method.as_str()).into()));
+            return (t, not_allowed(method, "GET"));
         }
         return (t, definitions(scope, rest, q));
     }
