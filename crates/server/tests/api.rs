@@ -415,6 +415,23 @@ async fn conventions(store: TestStore) {
         r.assert_error(405, "MethodNotAllowed");
         assert_eq!(r.header("allow"), Some(allow), "{path}");
     }
+    // The provider routes check the subscription id as every other route does, rather than
+    // echoing it into resource ids (found by schemathesis: `null,null` answered 200).
+    for path in [
+        "/subscriptions/null,null/providers",
+        "/subscriptions/null,null/providers/Microsoft.App",
+    ] {
+        api.get(path)
+            .await
+            .assert_error(400, "InvalidSubscriptionId");
+    }
+    api.call(
+        Method::POST,
+        "/subscriptions/not-a-uuid/providers/Microsoft.App/register",
+        None,
+    )
+    .await
+    .assert_error(400, "InvalidSubscriptionId");
 }
 
 async fn identities(store: TestStore) {
