@@ -103,8 +103,11 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> (bool, String) {
 
 /// One schemathesis run over the operations `include` matches, with `token`.
 fn schemathesis(srv: &TestServer, doc: &Path, token: &str, include: &str, exclude: &str) {
+    // Its failure cache (`.schemathesis/`) goes to a temp dir, not into the source tree.
+    let cwd = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(python());
-    cmd.args(["-m", "schemathesis.cli", "run"])
+    cmd.current_dir(cwd.path())
+        .args(["-m", "schemathesis.cli", "run"])
         .arg(doc)
         .args(["--url", &srv.base_url])
         .args(["-H", &format!("Authorization: {token}")])
