@@ -48,6 +48,8 @@ start_test_postgres() {
   trap 'su postgres -s /bin/sh -c "'"$bindir"'/pg_ctl -D '"'$PG_DIR/data'"' -m immediate stop" >/dev/null 2>&1; rm -rf "'"$PG_DIR"'"' EXIT
 }
 
+SCHEMATHESIS_VERSION=4.32.5
+OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
 # A virtualenv with the Azure SDK packages the compatibility tests drive (Debian's own python
 # refuses global pip installs). Exports PYTHON for the tests.
 ensure_python_sdk() {
@@ -58,6 +60,13 @@ ensure_python_sdk() {
   if ! "$venv/bin/python" -c 'import azure.mgmt.appcontainers, azure.identity' 2>/dev/null; then
     echo "sandpool: installing the Azure SDK packages into $venv" >&2
     "$venv/bin/python" -m pip install -q --disable-pip-version-check azure-mgmt-appcontainers azure-identity
+  fi
+  # tests/openapi.rs: the validator and the fuzzer of /openapi.json, pinned.
+  if [ "$("$venv/bin/python" -m pip show schemathesis 2>/dev/null | sed -n 's/^Version: //p')" != "$SCHEMATHESIS_VERSION" ] ||
+     [ "$("$venv/bin/python" -m pip show openapi-spec-validator 2>/dev/null | sed -n 's/^Version: //p')" != "$OPENAPI_SPEC_VALIDATOR_VERSION" ]; then
+    echo "sandpool: installing schemathesis and openapi-spec-validator into $venv" >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+      "schemathesis==$SCHEMATHESIS_VERSION" "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION"
   fi
   export PYTHON="$venv/bin/python"
 }

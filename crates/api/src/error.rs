@@ -5,7 +5,7 @@ use std::fmt;
 
 /// One error as the API renders it: `{"error":{"code","message","target","details":[]}}` plus the
 /// HTTP status and the `x-ms-error-code` header (equal to `code`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     #[serde(skip)]
     pub status: u16,
@@ -13,11 +13,13 @@ pub struct ApiError {
     pub message: String,
     pub target: Option<String>,
     #[serde(default)]
+    #[schema(no_recursion)]
     pub details: Vec<ApiError>,
 }
 
 /// The body of an error answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[schema(example = json!({"error":{"code":"ResourceNotFound","message":"The Resource 'Microsoft.App/sessionPools/p1' was not found.","target":null,"details":[]}}))]
 pub struct ErrorBody {
     pub error: ApiError,
 }

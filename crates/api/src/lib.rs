@@ -8,6 +8,7 @@ pub mod bodies;
 mod error;
 pub mod types;
 pub mod validate;
+pub mod wire;
 
 pub use error::{ApiError, ErrorBody};
 pub use types::*;

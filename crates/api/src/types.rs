@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 pub const API_VERSION: &str = "2025-02-02-preview";
 
 /// Who created and last modified a resource, and when (RFC 3339).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SystemData {
     pub created_by: Option<String>,
@@ -20,7 +20,7 @@ pub struct SystemData {
 }
 
 /// The ARM envelope of every resource.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Resource<P = Value> {
     pub id: String,
@@ -37,7 +37,7 @@ pub struct Resource<P = Value> {
 }
 
 /// Every list answer: `{"value":[…],"nextLink":null}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct List<T> {
     pub value: Vec<T>,
@@ -55,7 +55,7 @@ impl<T> List<T> {
 }
 
 /// The body of a PUT of a tracked resource, before validation of its properties.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceRequest {
     #[serde(default)]
@@ -67,14 +67,14 @@ pub struct ResourceRequest {
 }
 
 /// Properties of a resource group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceGroupProperties {
     pub provisioning_state: String,
 }
 
 /// Properties of a user-assigned identity (all read-only).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IdentityProperties {
     pub principal_id: String,
@@ -83,12 +83,12 @@ pub struct IdentityProperties {
 }
 
 /// `PUT …/deployments/{name}` body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentRequest {
     pub properties: DeploymentRequestProperties,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentRequestProperties {
     #[serde(default)]
@@ -99,7 +99,7 @@ pub struct DeploymentRequestProperties {
 }
 
 /// Role assignment properties as stored and returned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RoleAssignmentProperties {
     pub role_definition_id: String,
@@ -111,7 +111,7 @@ pub struct RoleAssignmentProperties {
 }
 
 /// Session pool properties after validation, with every default filled in.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionPoolProperties {
     pub pool_management_type: String,
@@ -130,14 +130,14 @@ pub struct SessionPoolProperties {
     pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScaleConfiguration {
     pub max_concurrent_sessions: u32,
     pub ready_session_instances: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DynamicPoolConfiguration {
     pub lifecycle_configuration: LifecycleConfiguration,
@@ -149,7 +149,7 @@ pub struct DynamicPoolConfiguration {
     pub cooldown_period_in_seconds: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "lifecycleType")]
 pub enum LifecycleConfiguration {
     Timed {
@@ -162,13 +162,13 @@ pub enum LifecycleConfiguration {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionNetworkConfiguration {
     pub status: String,
 }
 
 /// Per-sandbox limits of a managed cluster (run target).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterLimits {
     /// CPU cores (fractional).
@@ -179,7 +179,7 @@ pub struct ClusterLimits {
 }
 
 /// Properties of a managed cluster (a named Run Command target).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagedClusterProperties {
     pub limits: ClusterLimits,

@@ -18,6 +18,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::Router;
+use sandpool_api::wire::{AccessToken, OAuthError, TokenRequest};
 use sandpool_api::ApiError;
 use sandpool_auth::{
     Audience, AuthConfig, AuthStore, ClientCredential, RoleAssignment, Rule, SecretHash, StoreError,
@@ -280,6 +281,10 @@ pub fn routes(r: Routes) -> Routes {
         &[200, 400, 401],
         true,
     )
+    .request_as::<TokenRequest>("application/x-www-form-urlencoded")
+    .response::<AccessToken>(200)
+    .response::<OAuthError>(400)
+    .response::<OAuthError>(401)
     .doc(
         Method::GET,
         "/.well-known/openid-configuration",

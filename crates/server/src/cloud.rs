@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::Extension;
-use sandpool_api::ApiError;
+use sandpool_api::{validate, ApiError};
 use sandpool_auth::{AuthStore as _, Rule};
 use serde_json::{json, Value};
 
@@ -262,6 +262,10 @@ fn provider(subscription: &str, namespace: &str, types: &[&str]) -> Value {
 }
 
 async fn list_providers(Path(subscription): Path<String>) -> Response {
+    // The id goes into every provider's resource id: a UUID, as on every other route.
+    if let Err(e) = validate::subscription_id(&subscription) {
+        return error_response(&e);
+    }
     let value: Vec<Value> = PROVIDERS
         .iter()
         .map(|(ns, types)| provider(&subscription, ns, types))
@@ -270,6 +274,9 @@ async fn list_providers(Path(subscription): Path<String>) -> Response {
 }
 
 async fn get_provider(Path((subscription, namespace)): Path<(String, String)>) -> Response {
+    if let Err(e) = validate::subscription_id(&subscription) {
+        return error_response(&e);
+    }
     match PROVIDERS
         .iter()
         .find(|(ns, _)| ns.eq_ignore_ascii_case(&namespace))

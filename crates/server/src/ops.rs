@@ -39,6 +39,7 @@ pub fn routes(r: Routes) -> Routes {
             false,
             metrics,
         )
+        .response_raw(200, crate::metrics::CONTENT_TYPE)
         .rule(Rule::Public)
         .add(
             Method::GET,

@@ -13,6 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
+use sandpool_api::wire::{CommandResult as CommandResultBody, RunCommandRequest};
 use sandpool_api::{bodies, ApiError};
 use sandpool_auth::{Rule, RUN_COMMAND_ACTION};
 use sandpool_runcommand::{
@@ -99,6 +100,7 @@ pub fn routes(r: Routes) -> Routes {
             true,
             run_command,
         )
+        .request::<RunCommandRequest>()
         .rule(Rule::manage(RUN_COMMAND_ACTION, CLUSTER))
         .add(
             Method::GET,
@@ -108,6 +110,8 @@ pub fn routes(r: Routes) -> Routes {
             false,
             command_result,
         )
+        .response::<CommandResultBody>(200)
+        .response::<CommandResultBody>(202)
 }
 
 type P3 = Path<(String, String, String)>;

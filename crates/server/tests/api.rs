@@ -393,9 +393,45 @@ async fn conventions(store: TestStore) {
     )
     .await
     .assert_error(405, "MethodNotAllowed");
-    api.raw(Method::PUT, &format!("{base}/healthz"), None, &[])
-        .await
-        .assert_error(405, "MethodNotAllowed");
+    let r = api
+        .raw(Method::PUT, &format!("{base}/healthz"), None, &[])
+        .await;
+    r.assert_error(405, "MethodNotAllowed");
+    // RFC 9110 §15.5.6: a 405 names the allowed methods (found by schemathesis), on the
+    // routed paths and on the scope paths the fallback dispatches alike.
+    assert_eq!(r.header("allow"), Some("GET,HEAD"));
+    let scoped = [
+        ("/providers/Microsoft.Authorization/roleAssignments", "GET"),
+        (
+            "/providers/Microsoft.Authorization/roleAssignments/11111111-1111-1111-1111-111111111111",
+            "GET, PUT, DELETE",
+        ),
+        ("/providers/Microsoft.Authorization/roleDefinitions", "GET"),
+    ];
+    for (path, allow) in scoped {
+        let r = api
+            .raw(Method::TRACE, &format!("{base}{path}?{V}"), None, &[])
+            .await;
+        r.assert_error(405, "MethodNotAllowed");
+        assert_eq!(r.header("allow"), Some(allow), "{path}");
+    }
+    // The provider routes check the subscription id as every other route does, rather than
+    // echoing it into resource ids (found by schemathesis: `null,null` answered 200).
+    for path in [
+        "/subscriptions/null,null/providers",
+        "/subscriptions/null,null/providers/Microsoft.App",
+    ] {
+        api.get(path)
+            .await
+            .assert_error(400, "InvalidSubscriptionId");
+    }
+    api.call(
+        Method::POST,
+        "/subscriptions/not-a-uuid/providers/Microsoft.App/register",
+        None,
+    )
+    .await
+    .assert_error(400, "InvalidSubscriptionId");
 }
 
 async fn identities(store: TestStore) {

@@ -15,7 +15,8 @@ use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::Extension;
-use sandpool_api::{validate, ApiError, List, RoleAssignmentProperties};
+use sandpool_api::wire::RoleAssignmentRequest;
+use sandpool_api::{validate, ApiError, List, Resource, RoleAssignmentProperties};
 use sandpool_auth::Rule;
 use serde_json::{json, Value};
 
@@ -90,12 +91,16 @@ pub fn routes(mut r: Routes) -> Routes {
                     let scope = scope_of(&s1, &params)?;
                     put_assignment(&s, p.as_deref(), &scope, param(&params, "roleAssignmentName"), &body).await
                 })
+            .request::<RoleAssignmentRequest>()
+            .response::<Resource<RoleAssignmentProperties>>(200)
+            .response::<Resource<RoleAssignmentProperties>>(201)
             .rule(assignments("read"))
             .add(Method::GET, &one, "Get a role assignment".into(), &[200, 404], false,
                 move |State(s): State<AppState>, Path(params): Params| async move {
                     let scope = scope_of(&s2, &params)?;
                     get_assignment(&s, &scope, param(&params, "roleAssignmentName")).await
                 })
+            .response::<Resource<RoleAssignmentProperties>>(200)
             .rule(assignments("delete"))
             .add(Method::DELETE, &one, "Delete a role assignment".into(), &[200, 204], false,
                 move |State(s): State<AppState>, Path(params): Params| async move {
@@ -108,18 +113,21 @@ pub fn routes(mut r: Routes) -> Routes {
                     let scope = scope_of(&s4, &params)?;
                     list_assignments(&s, &scope, &q).await
                 })
+            .response::<List<Resource<RoleAssignmentProperties>>>(200)
             .rule(definitions.clone())
             .add(Method::GET, &d, "List built-in role definitions ($filter=roleName eq '…')".into(), &[200], false,
                 move |q: Query, Path(params): Params| async move {
                     let scope = scope_of(&s5, &params)?;
                     definitions_answer(&scope, "", &q)
                 })
+            .response::<List<Resource>>(200)
             .rule(definitions)
             .add(Method::GET, &format!("{d}/{{roleDefinitionId}}"), "Get a role definition".into(), &[200, 404], false,
                 move |q: Query, Path(params): Params| async move {
                     let scope = scope_of(&s6, &params)?;
                     definitions_answer(&scope, param(&params, "roleDefinitionId"), &q)
-                });
+                })
+            .response::<Resource>(200);
     }
     r
 }

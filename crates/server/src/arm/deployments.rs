@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::Extension;
-use sandpool_api::{validate, ApiError, DeploymentRequest};
+use sandpool_api::{validate, ApiError, DeploymentRequest, Resource};
 use sandpool_auth::Rule;
 use sandpool_template::{Context, TemplateError};
 use serde_json::json;
@@ -29,6 +29,9 @@ pub fn routes(r: Routes) -> Routes {
             true,
             put,
         )
+        .request::<DeploymentRequest>()
+        .response::<Resource>(200)
+        .response::<Resource>(201)
         // Validation reveals what a PUT would: the same right. Each resource is then checked as
         // its own PUT would be (the plan step).
         .rule(Rule::manage("Microsoft.Resources/deployments/write", ITEM))
@@ -40,6 +43,7 @@ pub fn routes(r: Routes) -> Routes {
             true,
             validate_deployment,
         )
+        .request::<DeploymentRequest>()
         .rule(Rule::manage("Microsoft.Resources/deployments/read", ITEM))
         .add(
             Method::GET,
@@ -49,6 +53,7 @@ pub fn routes(r: Routes) -> Routes {
             false,
             get,
         )
+        .response::<Resource>(200)
 }
 
 fn template_error(e: TemplateError) -> HttpError {

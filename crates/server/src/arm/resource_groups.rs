@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::Extension;
-use sandpool_api::{validate, ApiError, List};
+use sandpool_api::{validate, ApiError, List, Resource, ResourceGroupProperties, ResourceRequest};
 use sandpool_auth::Rule;
 use serde_json::{json, Value};
 
@@ -32,6 +32,9 @@ pub fn routes(r: Routes) -> Routes {
             true,
             put,
         )
+        .request::<ResourceRequest>()
+        .response::<Resource<ResourceGroupProperties>>(200)
+        .response::<Resource<ResourceGroupProperties>>(201)
         .rule(Rule::manage(action("read"), ITEM))
         .add(
             Method::GET,
@@ -41,6 +44,7 @@ pub fn routes(r: Routes) -> Routes {
             false,
             get,
         )
+        .response::<Resource<ResourceGroupProperties>>(200)
         .rule(Rule::manage(action("delete"), ITEM))
         .add(
             Method::DELETE,

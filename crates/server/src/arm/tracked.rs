@@ -12,7 +12,10 @@ use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::Extension;
-use sandpool_api::{bodies, validate, ApiError, List};
+use sandpool_api::{
+    bodies, validate, ApiError, IdentityProperties, List, ManagedClusterProperties, Resource,
+    ResourceRequest, SessionPoolProperties,
+};
 use sandpool_auth::Rule;
 use serde_json::{json, Value};
 
@@ -45,12 +48,15 @@ pub fn routes(mut r: Routes) -> Routes {
                     let (value, created) = put_resource(&s, p.as_deref(), &Target::new(kind, t), &body).await?;
                     HttpResult::Ok(put_answer(created, &render(&s, value)))
                 })
+            .request::<ResourceRequest>()
+            .then(|r| documented(r, kind, false, &[200, 201]))
             .rule(Rule::manage(action("read"), &item))
             .add(Method::GET, &item, format!("Get a {label}"), &[200, 404], false,
                 move |State(s): State<AppState>, Path(t): P3| async move {
                     let r = get_resource(&s, &Target::new(kind, t)).await?;
                     HttpResult::Ok(json(StatusCode::OK, &render(&s, r.body)))
                 })
+            .then(|r| documented(r, kind, false, &[200]))
             .rule(Rule::manage(action("delete"), &item))
             .add(Method::DELETE, &item, format!("Delete a {label}"), delete_statuses(kind), false,
                 move |State(s): State<AppState>, q: Query, Path(t): P3| async move {
@@ -62,29 +68,56 @@ pub fn routes(mut r: Routes) -> Routes {
                     let group = require_group(&s, &sub, &rg).await?;
                     list(&s, kind, &sub, Some(&group.name)).await
                 })
+            .then(|r| documented(r, kind, true, &[200]))
             .rule(Rule::manage(action("read"), "/subscriptions/{subscriptionId}"))
             .add(Method::GET, &by_sub, format!("List the {label}s of a subscription"), &[200], false,
                 move |State(s): State<AppState>, Path(sub): Path<String>| async move {
                     validate::subscription_id(&sub)?;
                     list(&s, kind, &sub, None).await
-                });
+                })
+            .then(|r| documented(r, kind, true, &[200]));
         if kind == Kind::SessionPool {
-            r = r.rule(Rule::manage(action("write"), &item)).add(
-                Method::PATCH,
-                &item,
-                "Update a session pool (merge of properties)".to_owned(),
-                &[200],
-                true,
-                |State(s): State<AppState>,
-                 p: Option<Extension<Principal>>,
-                 Path(t): P3,
-                 JsonBody(body): JsonBody<Value>| async move {
-                    patch_pool(&s, p.as_deref(), &Target::new(Kind::SessionPool, t), &body).await
-                },
-            );
+            r = r
+                .rule(Rule::manage(action("write"), &item))
+                .add(
+                    Method::PATCH,
+                    &item,
+                    "Update a session pool (merge of properties)".to_owned(),
+                    &[200],
+                    true,
+                    |State(s): State<AppState>,
+                     p: Option<Extension<Principal>>,
+                     Path(t): P3,
+                     JsonBody(body): JsonBody<Value>| async move {
+                        patch_pool(&s, p.as_deref(), &Target::new(Kind::SessionPool, t), &body)
+                            .await
+                    },
+                )
+                .request::<ResourceRequest>()
+                .then(|r| documented(r, kind, false, &[200]));
         }
     }
     r
+}
+
+/// The answers of a kind's route: its resource (or a list of them) for each of `statuses`.
+fn documented(r: Routes, kind: Kind, list: bool, statuses: &[u16]) -> Routes {
+    fn typed<P: utoipa::ToSchema>(mut r: Routes, list: bool, statuses: &[u16]) -> Routes {
+        for s in statuses {
+            r = if list {
+                r.response::<List<Resource<P>>>(*s)
+            } else {
+                r.response::<Resource<P>>(*s)
+            };
+        }
+        r
+    }
+    match kind {
+        Kind::SessionPool => typed::<SessionPoolProperties>(r, list, statuses),
+        Kind::Identity => typed::<IdentityProperties>(r, list, statuses),
+        Kind::ManagedCluster => typed::<ManagedClusterProperties>(r, list, statuses),
+        Kind::Deployment => typed::<serde_json::Value>(r, list, statuses),
+    }
 }
 
 fn delete_statuses(kind: Kind) -> &'static [u16] {

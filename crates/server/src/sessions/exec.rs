@@ -10,6 +10,9 @@ use axum::http::header::{ACCEPT, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
+use sandpool_api::wire::{
+    Execution, ExecutionRequest, LegacyExecution, LegacyExecutionRequest, SessionQuery,
+};
 use sandpool_api::ApiError;
 use sandpool_pools::{ExecuteRequest, ExecutionEvent, ExecutionRecord, ExecutionStatus};
 use serde_json::{json, Value};
@@ -28,6 +31,10 @@ pub fn routes(r: Routes) -> Routes {
         true,
         post_execution,
     )
+    .params::<SessionQuery>()
+    .request::<ExecutionRequest>()
+    .response::<Execution>(200)
+    .response::<Execution>(202)
     .add(
         Method::GET,
         &one,
@@ -36,6 +43,8 @@ pub fn routes(r: Routes) -> Routes {
         false,
         get_execution,
     )
+    .params::<SessionQuery>()
+    .response::<Execution>(200)
     .add(
         Method::POST,
         &legacy,
@@ -44,6 +53,9 @@ pub fn routes(r: Routes) -> Routes {
         true,
         legacy_execute,
     )
+    .params::<SessionQuery>()
+    .request::<LegacyExecutionRequest>()
+    .response::<LegacyExecution>(200)
     .add(
         Method::POST,
         &format!("{legacy}/"),
@@ -52,6 +64,9 @@ pub fn routes(r: Routes) -> Routes {
         true,
         legacy_execute,
     )
+    .params::<SessionQuery>()
+    .request::<LegacyExecutionRequest>()
+    .response::<LegacyExecution>(200)
 }
 
 /// The parsed execute body.

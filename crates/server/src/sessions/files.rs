@@ -16,6 +16,7 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use sandpool_api::wire::{FileUpload, FilesQuery};
 use sandpool_api::ApiError;
 use sandpool_sandbox::{FileInfo, Sandbox};
 use serde_json::{json, Value};
@@ -41,6 +42,8 @@ pub fn routes(r: Routes) -> Routes {
         true,
         upload.layer(DefaultBodyLimit::disable()),
     )
+    .params::<FilesQuery>()
+    .request_as::<FileUpload>("multipart/form-data")
     .add(
         Method::POST,
         &format!("{files}/upload"),
@@ -49,6 +52,8 @@ pub fn routes(r: Routes) -> Routes {
         true,
         upload.layer(DefaultBodyLimit::disable()),
     )
+    .params::<FilesQuery>()
+    .request_as::<FileUpload>("multipart/form-data")
     .add(
         Method::GET,
         &files,
@@ -57,6 +62,7 @@ pub fn routes(r: Routes) -> Routes {
         false,
         list,
     )
+    .params::<FilesQuery>()
     .add(
         Method::GET,
         &one,
@@ -65,6 +71,7 @@ pub fn routes(r: Routes) -> Routes {
         false,
         metadata,
     )
+    .params::<FilesQuery>()
     .add(
         Method::DELETE,
         &one,
@@ -73,6 +80,7 @@ pub fn routes(r: Routes) -> Routes {
         false,
         delete,
     )
+    .params::<FilesQuery>()
     .add(
         Method::GET,
         &format!("{one}/content"),
@@ -81,6 +89,8 @@ pub fn routes(r: Routes) -> Routes {
         false,
         content,
     )
+    .params::<FilesQuery>()
+    .response_raw(200, "application/octet-stream")
     .add(
         Method::GET,
         &format!("{files}/content/{{name}}"),
@@ -89,6 +99,8 @@ pub fn routes(r: Routes) -> Routes {
         false,
         content,
     )
+    .params::<FilesQuery>()
+    .response_raw(200, "application/octet-stream")
 }
 
 fn invalid_path(p: &str, why: &str) -> DataError {

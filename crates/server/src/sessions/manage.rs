@@ -7,6 +7,7 @@ use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use sandpool_api::wire::{Session, SessionList, SessionQuery};
 use sandpool_api::ApiError;
 use sandpool_pools::SessionInfo;
 use serde_json::{json, Value};
@@ -23,6 +24,8 @@ pub fn routes(r: Routes) -> Routes {
         false,
         get,
     )
+    .params::<SessionQuery>()
+    .response::<Session>(200)
     .add(
         Method::DELETE,
         &session,
@@ -31,6 +34,7 @@ pub fn routes(r: Routes) -> Routes {
         false,
         stop,
     )
+    .params::<SessionQuery>()
     .add(
         Method::GET,
         &list_path,
@@ -39,6 +43,7 @@ pub fn routes(r: Routes) -> Routes {
         false,
         list,
     )
+    .response::<SessionList>(200)
     .add(
         Method::POST,
         &format!("{mgmt}/getSession"),
@@ -47,6 +52,8 @@ pub fn routes(r: Routes) -> Routes {
         false,
         get,
     )
+    .params::<SessionQuery>()
+    .response::<Session>(200)
     .add(
         Method::POST,
         &format!("{mgmt}/listSessions"),
@@ -55,6 +62,7 @@ pub fn routes(r: Routes) -> Routes {
         false,
         list,
     )
+    .response::<SessionList>(200)
     .add(
         Method::POST,
         &format!("{mgmt}/stopSession"),
@@ -63,6 +71,7 @@ pub fn routes(r: Routes) -> Routes {
         false,
         stop,
     )
+    .params::<SessionQuery>()
 }
 
 fn session_json(s: &SessionInfo) -> Value {
