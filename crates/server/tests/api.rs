@@ -413,7 +413,19 @@ async fn conventions(store: TestStore) {
             .raw(Method::TRACE, &format!("{base}{path}?{V}"), None, &[])
             .await;
         r.assert_error(405, "MethodNotAllowed");
-        assert_eq!(r.header("allow"), Some(allow), "{path}");
+        // Role assignments and definitions are routes of their own at each scope: the router's
+        // Allow lists the same methods (with HEAD for GET), in its own spelling.
+        let mut got: Vec<String> = r
+            .header("allow")
+            .unwrap_or_default()
+            .split(',')
+            .map(|m| m.trim().to_owned())
+            .filter(|m| m != "HEAD")
+            .collect();
+        let mut want: Vec<String> = allow.split(',').map(|m| m.trim().to_owned()).collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{path}");
     }
     // The provider routes check the subscription id as every other route does, rather than
     // echoing it into resource ids (found by schemathesis: `null,null` answered 200).
