@@ -941,6 +941,10 @@ fn serve_logs_plain_text_to_a_pipe() {
         .arg(&settings.cgroup_parent)
         .arg("--uid-base")
         .arg(settings.uid_base.to_string())
+        // The test's own band only: a default-sized range would overlap the bands of the other
+        // servers this binary runs at once, and the instance registry would refuse one of them.
+        .arg("--uid-slots")
+        .arg(settings.uid_slots.to_string())
         .arg("--data-dir")
         .arg(data.path())
         .env_remove("SANDPOOL_DATABASE_URL")
