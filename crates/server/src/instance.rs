@@ -203,12 +203,15 @@ fn dir_is_empty(dir: &Path) -> bool {
 
 /// Locks `data_dir` (which must exist) for this process.
 pub fn lock_data_dir(data_dir: &Path) -> Result<Flock<File>, InstanceError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let path = data_dir.join(LOCK_FILE);
+    // Private from the start, as every file of the data dir is (see `data_dir`).
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(&path)
         .map_err(io(format!("opening {}", path.display())))?;
     let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -374,6 +377,18 @@ fn register(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lock_file_is_private_when_made() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let _lock = lock_data_dir(dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path().join(LOCK_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
 
     fn settings(parent: &str, uid_base: u32, net: Option<(&str, &str)>) -> SandboxSettings {
         SandboxSettings {
