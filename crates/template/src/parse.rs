@@ -111,28 +111,42 @@ fn blank_line(bytes: &[u8], mut i: usize, out: &mut Vec<u8>) -> usize {
     i
 }
 
+/// Where a scan is with respect to JSON string literals (comments already blanked).
+#[derive(Default)]
+struct Literal {
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Literal {
+    /// Takes the next byte; true when it belongs to a string literal, its quotes included.
+    fn holds(&mut self, b: u8) -> bool {
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = false;
+            }
+            return true;
+        }
+        self.in_string = b == b'"';
+        self.in_string
+    }
+}
+
 /// Replaces a comma that is followed (after whitespace) by `]` or `}` with a space.
 fn blank_trailing_commas(text: &str) -> String {
     let mut out: Vec<u8> = text.as_bytes().to_vec();
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut literal = Literal::default();
     let mut pending_comma: Option<usize> = None;
     for (i, &b) in text.as_bytes().iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
+        if literal.holds(b) {
+            pending_comma = None;
             continue;
         }
         match b {
-            b'"' => {
-                in_string = true;
-                pending_comma = None;
-            }
             b',' => pending_comma = Some(i),
             b']' | b'}' => {
                 if let Some(c) = pending_comma.take() {
@@ -151,23 +165,16 @@ fn blank_trailing_commas(text: &str) -> String {
 fn quote_bare_keys(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut literal = Literal::default();
     let mut key_position = false;
     let mut i = 0;
     let is_start = |b: u8| b.is_ascii_alphabetic() || b == b'_' || b == b'$';
     let is_part = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
     while i < bytes.len() {
         let b = bytes[i];
-        if in_string {
+        if literal.holds(b) {
             out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
+            key_position = false;
             i += 1;
             continue;
         }
@@ -186,13 +193,9 @@ fn quote_bare_keys(text: &str) -> String {
             }
         }
         match b {
-            b'"' => in_string = true,
             b'{' | b',' => key_position = true,
             b' ' | b'\t' | b'\n' | b'\r' => {}
             _ => key_position = false,
-        }
-        if b == b'"' {
-            key_position = false;
         }
         out.push(b);
         i += 1;
